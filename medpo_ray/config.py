@@ -1,0 +1,250 @@
+"""Typed configuration for every component, loaded from a YAML recipe with `--set a.b=c` overrides.
+
+Every model forbids unknown keys, so a misspelled key is an error that names it and the keys allowed
+there; types and ranges are checked at load time, before any actor starts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from medpo_ray.errors import MedpoError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(MedpoError, ValueError):
+    """A recipe or override that does not fit the schema; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(_Section):
+    name: str = "demo"
+    out_dir: str = "artifacts/runs/demo"
+    seed: int = Field(0, ge=0)
+
+
+class DataConfig(_Section):
+    source: Literal["embedded", "hf_vqa", "slake", "iu_xray", "mimic_cxr", "box_csv"] = "embedded"
+    path: str = "artifacts/data/embedded"
+    # Embedded generator knobs (medpo-ray data synth); ignored for real datasets.
+    studies: int = Field(600, ge=4, le=1_000_000)
+    size: int = Field(112, ge=56, le=1024)
+    difficulty: float = Field(0.5, ge=0.0, le=1.0)
+    task: Literal["report", "vqa", "both"] = "both"
+    max_prompt_chars: int = Field(8192, ge=16)
+    max_target_chars: int = Field(8192, ge=1)
+
+
+class ModelConfig(_Section):
+    # A directory with an HF vision-language model (config.json, safetensors, processor), or empty to
+    # build the embedded tiny model from `preset`.
+    path: str = ""
+    preset: Literal["tiny", "small", "demo"] = "demo"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    max_model_len: int = Field(512, ge=64)
+
+
+class SFTConfig(_Section):
+    steps: int = Field(900, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0, le=1.0)
+    warmup_steps: int = Field(30, ge=0)
+    max_seconds: float = Field(600, gt=0)
+    aux_lesion_loss: bool = True
+    aux_weight: float = Field(1.0, ge=0)
+    out_dir: str = "artifacts/sft"
+
+
+class RolloutConfig(_Section):
+    num_engines: int = Field(1, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=64)
+    max_tokens: int = Field(96, ge=1, le=8192)
+    seed: int = Field(0, ge=0)
+    kv_cache_gib: float = Field(1.0, gt=0)
+
+
+class CriticConfig(_Section):
+    backend: Literal["reference", "openai"] = "reference"
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = ""
+    # Name of the environment variable holding the API key; the key itself never goes in a config.
+    api_key_env: str = "MEDPO_CRITIC_API_KEY"
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=20)
+    concurrency: int = Field(4, ge=1, le=256)
+    prompt_version: str = "v1"
+    num_editors: int = Field(1, ge=1)
+
+
+class CorruptionConfig(_Section):
+    mode: Literal["inpaint", "noise", "blur", "black"] = "inpaint"
+    sigma: float = Field(45 / 255, ge=0, le=1)
+    fallback_sigma: float = Field(12 / 255, ge=0, le=1)
+    dilate_px: int = Field(3, ge=0, le=64)
+    num_workers: int = Field(1, ge=1)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "fire_mpo": {},
+    "rrpo": {"gamma": 0.0, "lam": 1.0, "kl_scope": "all"},
+    "mask_dpo": {"gamma": 0.0, "alpha": 0.0},
+    "dpo": {"omega_e": 1.0, "omega_u": 1.0, "z": "sum", "gamma": 0.0, "alpha": 0.0, "eta": 0.0},
+    "ddpo": {"omega_e": 5.0, "omega_u": 1.0, "z": "mean", "beta": 0.5, "gamma": 0.0, "alpha": 0.0},
+    "mdpo": {"vis_mode": "conditional", "eta": 1.0, "omega_e": 1.0, "omega_u": 1.0},
+}
+
+
+class LossConfig(_Section):
+    """Every knob of shared/design/LOSS.md; symbols as there. Defaults are the paper's (fire_mpo)."""
+
+    preset: Literal["fire_mpo", "rrpo", "mask_dpo", "dpo", "ddpo", "mdpo"] = "fire_mpo"
+    beta: float = Field(0.1, gt=0)
+    gamma: float = Field(0.1, ge=0)  # weight of the visual-contrastive term
+    lam: float = Field(0.5, ge=0, le=1)  # λ: forward-KL share of the bidirectional KL
+    alpha: float = Field(0.01, ge=0)  # weight of the token-wise KL
+    omega_e: float = Field(1.0, ge=0)  # weight of edited tokens
+    omega_u: float = Field(0.0, ge=0)  # weight of unedited tokens
+    z: Literal["sum", "mean"] = "sum"
+    kl_scope: Literal["edited", "all", "edited_both"] = "edited"
+    vis_mode: Literal["reverse", "conditional", "v2"] = "reverse"
+    mu: float = 0.0  # margin of the conditional (mDPO) visual term
+    eps: float = Field(0.0, ge=0, lt=0.5)  # label smoothing ε
+    eta: float = Field(0.0, ge=0)  # anchor weight
+    delta: float = 0.0  # anchor margin δ
+    rho_nll: float = Field(0.0, ge=0)  # NLL(y+|x) weight
+    kl_chunk_rows: int = Field(0, ge=0)  # >0: chunked full-vocabulary KL, rows per chunk
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        # A preset fills the knobs it names; keys given explicitly next to it still win.
+        if isinstance(data, dict) and data.get("preset", "fire_mpo") in PRESETS:
+            return {**PRESETS[data.get("preset", "fire_mpo")], **data}
+        return data
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> LossConfig:
+        """The named preset of LOSS.md, with optional explicit overrides."""
+        return cls(preset=name, **overrides)
+
+
+class TrainConfig(_Section):
+    steps: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(5e-5, gt=0, le=1.0)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    num_learners: int = Field(2, ge=1)
+    zero_stage: int = Field(1, ge=0, le=3)
+    finetune: Literal["full", "lora"] = "full"
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    max_staleness: int = Field(0, ge=0)
+    queue_capacity: int = Field(32, ge=1)
+    stage_deadline_s: float = Field(300.0, gt=0)
+    checkpoint_every: int = Field(10, ge=1)
+
+
+class MetricsConfig(_Section):
+    host: str = "127.0.0.1"  # loopback unless a deployment says otherwise
+    export_port: int = Field(8080, ge=1024, le=65535)
+    dashboard_port: int = Field(8265, ge=1024, le=65535)
+
+
+class Config(_Section):
+    """The whole recipe: one section per component."""
+
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    sft: SFTConfig = SFTConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    critic: CriticConfig = CriticConfig()
+    corruption: CorruptionConfig = CorruptionConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            model = _model_at(Config, e["loc"][:-1])
+            allowed = ", ".join(model.model_fields) if model else "?"
+            msg = f"unknown key; allowed keys here: {allowed}"
+        lines.append(f"  {key}: {msg} (got {e.get('input')!r})" if e["type"] != "extra_forbidden"
+                     else f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=c` -> (["a", "b"], c) with c typed by YAML (numbers, booleans, lists)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `--set` overrides to a raw recipe dict (validation happens afterwards)."""
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = data
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML recipe (or the defaults when path is None), apply overrides, validate."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    if overrides:
+        source += " + --set " + " ".join(overrides)
+        data = apply_overrides(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None

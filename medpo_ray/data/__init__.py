@@ -1,0 +1,1 @@
+"""Datasets: the embedded generator, loaders for real layouts, validation."""
