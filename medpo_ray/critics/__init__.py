@@ -1,0 +1,1 @@
+"""Critics: judge a policy answer against the record and propose minimal span edits."""

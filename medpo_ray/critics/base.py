@@ -1,0 +1,55 @@
+"""The small interface every critic implements (embedded reference rules, or an LLM over HTTP)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from medpo_ray.data.record import Record
+
+Verdict = Literal["wrong", "right", "abstain"]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace `old` (text that must occur in y0) by `new`.
+
+    `start` is the character offset of `old` in y0 when the critic knows it (rule critics do); LLM
+    critics leave it None and the pair builder requires `old` to occur in y0 exactly once.
+    """
+
+    old: str
+    new: str
+    start: int | None = None
+    kind: str = ""  # laterality | presence | size | count | measurement | organ | other
+
+
+@dataclass(frozen=True)
+class CriticVerdict:
+    """What a critic says about y0.
+
+    wrong   -> branch A: the edits correct y0 (y- = y0, y+ = edited).
+    right   -> branch B: the edits make a minimal counterfactual (y+ = y0, y- = edited).
+    abstain -> no pair; `reason` says why (unparseable text, timeout, garbage answer, ...).
+    """
+
+    verdict: Verdict
+    edits: tuple[Edit, ...] = ()
+    critic: str = ""
+    reason: str = ""
+    raw: str = ""  # the critic's raw output, truncated, for audit
+
+
+class Critic(ABC):
+    """Judges policy answers; never raises for bad answers or transport failures (it abstains)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def review(self, record: Record, y0: str) -> CriticVerdict:
+        """Judge one answer."""
+
+    def review_many(self, items: Sequence[tuple[Record, str]]) -> list[CriticVerdict]:
+        """Judge many answers; backends with network latency override this to run concurrently."""
+        return [self.review(r, y) for r, y in items]

@@ -1,0 +1,1 @@
+"""Record sources: one interface, an adapter per dataset layout."""

@@ -1,0 +1,1 @@
+"""Span editing: word-level diffs, character spans, token masks, preference pairs."""

@@ -1,0 +1,31 @@
+"""Character spans -> per-token masks through a fast tokenizer's offset mapping.
+
+Masks are stored as character spans on the text and turned into token masks at collate time, so a
+record stays valid when the tokenizer changes. A token is in the mask when its character range
+overlaps any span. Special tokens (EOS, pad, chat markers) have empty offsets (start == end) and so
+are never masked.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+Span = tuple[int, int]
+
+
+def spans_to_token_mask(offsets: Sequence[Span], spans: Sequence[Span]) -> list[int]:
+    """1 for each token whose [start, end) overlaps a character span, else 0."""
+    spans = sorted((int(a), int(b)) for a, b in spans if b > a)
+    mask = []
+    for start, end in offsets:
+        hit = end > start and any(a < end and start < b for a, b in spans)
+        mask.append(int(hit))
+    return mask
+
+
+def token_mask_for_text(tokenizer, text: str, spans: Sequence[Span]) -> tuple[list[int], list[int]]:
+    """Tokenize `text` (no special tokens added) and return (input_ids, token mask of `spans`)."""
+    for a, b in spans:
+        if not (0 <= a <= b <= len(text)):
+            raise ValueError(f"span ({a}, {b}) lies outside the text of length {len(text)}")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), spans_to_token_mask(enc["offset_mapping"], spans)
