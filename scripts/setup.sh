@@ -35,7 +35,7 @@ scripts/cpu_torchvision_fix.sh "$VENV"
 if ! "$VENV/bin/python" - <<'PY' 2>/dev/null
 import glob, os, deepspeed
 d = os.path.dirname(deepspeed.__file__)
-assert glob.glob(f"{d}/ops/*/shm_comm_op*.so") or glob.glob(f"{d}/ops/**/shm_comm*.so", recursive=True)
+assert glob.glob(f"{d}/ops/comm/*shm_comm_op*.so") and glob.glob(f"{d}/ops/adam/cpu_adam_op*.so")
 PY
 then
   # DeepSpeed JIT-compiles its CPU ops at first use (minutes, inside a training run); build them now.
