@@ -87,6 +87,8 @@ class CorruptionConfig(_Section):
     sigma: float = Field(45 / 255, ge=0, le=1)
     fallback_sigma: float = Field(12 / 255, ge=0, le=1)
     dilate_px: int = Field(3, ge=0, le=64)
+    blur_radius: int = Field(4, ge=1, le=64)  # box radius of the 3-pass blur (sigma ≈ radius px)
+    inpaint_iters: int = Field(8, ge=0, le=200)  # Jacobi steps per pyramid level of the inpainting
     num_workers: int = Field(1, ge=1)
 
 
