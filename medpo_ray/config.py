@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from medpo_ray.errors import MedpoError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medpo_ray.errors import MedpoError
 
 
 class ConfigError(MedpoError, ValueError):
@@ -150,10 +151,37 @@ class TrainConfig(_Section):
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
+    # Linear layers of the language model that get LoRA adapters (the vision tower never does).
+    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                             "gate_proj", "up_proj", "down_proj"],
+                                    min_length=1)
+    # Full fine-tune only: also train the vision tower and projector (the paper keeps them frozen).
+    train_vision: bool = False
+    micro_batch: int = Field(4, ge=1)  # pairs per forward on one rank; the rest is gradient accumulation
+    bf16: bool = False  # bf16 weights, fp32 master copy and loss math (needs zero_stage >= 1)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = Field(1e-8, gt=0)
+    # Placement of learner ranks: one bundle per rank; PACK fits them on one node when they fit.
+    cpus_per_rank: float = Field(1.0, gt=0)
+    gpus_per_rank: float = Field(0.0, ge=0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    dist_backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl with GPUs, gloo on CPU
     max_staleness: int = Field(0, ge=0)
     queue_capacity: int = Field(32, ge=1)
     stage_deadline_s: float = Field(300.0, gt=0)
     checkpoint_every: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _check_batch_layout(self) -> TrainConfig:
+        per_step = self.num_learners * self.micro_batch
+        if self.batch_size % per_step:
+            raise ValueError(f"train.batch_size ({self.batch_size}) must be a multiple of train.num_learners "
+                             f"({self.num_learners}) x train.micro_batch ({self.micro_batch})")
+        if self.bf16 and self.zero_stage == 0:
+            raise ValueError("train.bf16 needs train.zero_stage >= 1 (bf16 with ZeRO-0 drifts from fp32)")
+        if self.adam_betas[0] >= 1 or self.adam_betas[1] >= 1 or min(self.adam_betas) < 0:
+            raise ValueError(f"train.adam_betas must lie in [0, 1), got {self.adam_betas}")
+        return self
 
 
 class MetricsConfig(_Section):
