@@ -79,8 +79,16 @@ class CriticConfig(_Section):
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
     concurrency: int = Field(4, ge=1, le=256)
-    prompt_version: str = "v1"
+    prompt_version: str = Field("v1", pattern=r"^[A-Za-z0-9_.-]+$")
     num_editors: int = Field(1, ge=1)
+    # auto: ask for JSON-schema output and fall back to none if the server refuses response_format.
+    structured_output: Literal["auto", "json_schema", "json_object", "none"] = "auto"
+    max_tokens: int = Field(512, ge=16, le=8192)
+    backoff_s: float = Field(0.5, gt=0, le=60)  # first retry delay; doubles per retry, with jitter
+    backoff_max_s: float = Field(8.0, gt=0, le=600)
+    max_answer_chars: int = Field(16384, ge=256, le=1_000_000)
+    max_edits: int = Field(8, ge=1, le=64)
+    max_changed_words_per_sentence: int = Field(3, ge=1, le=20)
 
 
 class CorruptionConfig(_Section):

@@ -1,0 +1,46 @@
+"""Checks on a critic's answer text that need no server: overlap, per-sentence limits, word counting."""
+import json
+
+import pytest
+
+from medpo_ray.critics.answer import AnswerLimits, changed_words, load_schema, reason_code, validate_answer
+
+pytestmark = pytest.mark.unit
+
+Y0 = "Small left pleural effusion. Two nodules in the right lung, 12 mm."
+
+
+def _check(edits, verdict="wrong", limits=AnswerLimits()):
+    return validate_answer(json.dumps({"verdict": verdict, "edits": edits}), Y0, limits, load_schema("v1"))
+
+
+def _e(old, new, kind="other"):
+    return {"old": old, "new": new, "kind": kind}
+
+
+def test_changed_words_counts_the_longer_side_of_each_replaced_run():
+    assert changed_words("small left pleural", "small right pleural") == 1
+    assert changed_words("Two nodules", "A nodule") == 2
+    assert changed_words("left", "left") == 0
+    assert changed_words("no effusion", "effusion") == 1
+
+
+def test_edits_in_two_sentences_have_separate_budgets():
+    v = _check([_e("Small left", "Large right"), _e("Two nodules", "Three nodules"), _e("12 mm", "9 mm")])
+    assert v.verdict == "wrong" and [e.start for e in v.edits] == [0, Y0.index("Two"), Y0.index("12 mm")]
+    tight = AnswerLimits(max_changed_words_per_sentence=1)
+    assert reason_code(_check([_e("Small left", "Large right")], limits=tight)) == "too_many_changes"
+
+
+@pytest.mark.parametrize("edits,code", [
+    ([_e("left pleural", "right pleural"), _e("pleural effusion", "pleural thickening")], "overlapping_edits"),
+    ([_e("left", "left")], "noop_edit"),
+    ([_e("left", "right")] * 9, "too_many_edits"),
+])
+def test_edit_level_rejections(edits, code):
+    assert reason_code(_check(edits)) == code
+
+
+def test_wrong_kind_and_control_characters_fail_the_schema():
+    assert reason_code(_check([_e("left", "right", kind="synonym")])) == "schema"
+    assert reason_code(_check([_e("left", "ri\u0007ght")])) == "schema"
