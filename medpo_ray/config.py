@@ -31,13 +31,26 @@ class RunConfig(_Section):
 class DataConfig(_Section):
     source: Literal["embedded", "hf_vqa", "slake", "iu_xray", "mimic_cxr", "box_csv"] = "embedded"
     path: str = "artifacts/data/embedded"
-    # Embedded generator knobs (medpo-ray data synth); ignored for real datasets.
-    studies: int = Field(600, ge=4, le=1_000_000)
+    # Embedded generator knobs (medpo-ray data synth); ignored for real datasets. 4000 studies (3200
+    # train) take ~6 s on one core; the learnability study in DATA.md used 3000 training studies.
+    studies: int = Field(4000, ge=4, le=1_000_000)
+    seed: int = Field(0, ge=0, lt=2**64)
     size: int = Field(112, ge=56, le=1024)
+    # Lesion contrast and radius range: difficulty maps to both (medpo_ray/data/lesions.py); the
+    # explicit knobs, in pixels of the output size, override the mapping.
     difficulty: float = Field(0.5, ge=0.0, le=1.0)
+    amplitude: float | None = Field(None, gt=0.0, le=1.0)
+    radius_min: float | None = Field(None, ge=1.0)
+    radius_max: float | None = Field(None, ge=1.0)
     task: Literal["report", "vqa", "both"] = "both"
     max_prompt_chars: int = Field(8192, ge=16)
     max_target_chars: int = Field(8192, ge=1)
+
+    @model_validator(mode="after")
+    def _radius_order(self) -> DataConfig:
+        if self.radius_min is not None and self.radius_max is not None and self.radius_min > self.radius_max:
+            raise ValueError(f"radius_min ({self.radius_min}) must be <= radius_max ({self.radius_max})")
+        return self
 
 
 class ModelConfig(_Section):
