@@ -4,11 +4,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
 from medpo_ray.data.record import BadRecord, Record
+from medpo_ray.data.validate import Limits, check_record
 
 
 @dataclass
@@ -33,25 +34,35 @@ class RecordSource(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, path: str | Path, split: str | None = None):
+    def __init__(self, path: str | Path, split: str | None = None, limits: Limits | None = None):
         self.path = Path(path)
         self.split = split
+        self.limits = limits or Limits()
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        """True when `path` looks like this source's layout (cheap: file names and headers only)."""
+        return False
 
     @abstractmethod
     def _iter_raw(self) -> Iterator[Record | BadRecord]:
         """Layout-specific parsing."""
 
-    def __iter__(self) -> Iterator[Record | BadRecord]:
-        from medpo_ray.data.validate import check_record
+    @property
+    def root(self) -> Path:
+        """The dataset directory: file paths inside records must stay under it."""
+        return self.path if self.path.is_dir() else self.path.parent
 
+    def __iter__(self) -> Iterator[Record | BadRecord]:
         for item in self._iter_raw():
             if isinstance(item, Record):
                 if self.split is not None and item.split != self.split:
                     continue
-                problem = check_record(item, root=self.path)
-                yield problem if problem is not None else item
-            else:
-                yield item
+                problem = check_record(item, root=self.root, limits=self.limits)
+                item = problem if problem is not None else item
+            if isinstance(item, BadRecord) and not item.source:
+                item = replace(item, source=self.kind)
+            yield item
 
     def load(self) -> LoadResult:
         """Read the whole source into memory."""

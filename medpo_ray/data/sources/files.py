@@ -1,0 +1,130 @@
+"""File helpers the dataset adapters share: bounded reads, text decoding, image lookup by name,
+DICOM to PNG, and one spelling for split names."""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from medpo_ray.data.validate import Limits, RecordError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
+           "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+
+
+def canonical_split(name: str) -> str | None:
+    """'train', 'val' or 'test' for the usual spellings (validate, validation, dev, ...), else None."""
+    return _SPLITS.get(name.strip().lower())
+
+
+def read_bytes(path: Path, field: str, limits: Limits) -> bytes:
+    """The bytes of `path`, or RecordError when it is missing, not a file, unreadable or too large."""
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise RecordError(field, f"{path.name!r} is not a regular file")
+        if size > limits.max_file_bytes:
+            raise RecordError(field, f"{path.name!r} is {size:,} bytes, over the limit of {limits.max_file_bytes:,}")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise RecordError(field, f"file not found: {str(path)!r}") from None
+    except OSError as e:
+        raise RecordError(field, f"cannot read {str(path)!r}: {e.strerror or e}") from None
+
+
+def decode_text(value: object, field: str) -> str:
+    """`value` (str, or bytes that must be UTF-8) as str; RecordError for null, bad bytes or other types."""
+    if value is None:
+        raise RecordError(field, "missing (null)")
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RecordError(field, f"not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    if not isinstance(value, str):
+        raise RecordError(field, f"expected text, got {type(value).__name__} {value!r:.40}")
+    return value
+
+
+def index_files(root: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
+    """Files under `root` by lower-cased stem (first in sorted order wins); symlinked dirs not followed."""
+    found: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            stem, suffix = os.path.splitext(name)
+            if suffix.lower() in suffixes:
+                found.setdefault(stem.lower(), Path(dirpath) / name)
+    return found
+
+
+def is_dicom(data: bytes) -> bool:
+    """True for a DICOM Part-10 file (128-byte preamble then 'DICM')."""
+    return data[128:132] == b"DICM"
+
+
+def dicom_to_png(data: bytes, field: str = "image") -> bytes:
+    """An 8-bit greyscale PNG of a DICOM image: VOI LUT (window) applied, MONOCHROME1 inverted, first frame."""
+    import numpy as np
+    import pydicom
+    from PIL import Image
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        pixels = ds.pixel_array
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            pixels = pixels[0]
+        if ds.get("SamplesPerPixel", 1) != 1:
+            raise RecordError(field, f"DICOM has {ds.SamplesPerPixel} samples per pixel; expected greyscale")
+        values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
+    except RecordError:
+        raise
+    # pydicom signals malformed or unsupported data through many exception types (missing tags,
+    # no pixel handler for the transfer syntax, short pixel data): all mean "this image is unusable".
+    except Exception as e:  # noqa: BLE001
+        raise RecordError(field, f"DICOM cannot be decoded ({type(e).__name__}: {e})") from None
+    lo, hi = float(values.min()), float(values.max())
+    scaled = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
+        scaled = 1.0 - scaled  # MONOCHROME1 stores bright bone as low values
+    out = io.BytesIO()
+    Image.fromarray(np.round(scaled * 255).astype(np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def image_bytes(path: Path, field: str, limits: Limits) -> bytes:
+    """Encoded image bytes of `path` as stored, DICOM converted to PNG."""
+    data = read_bytes(path, field, limits)
+    return dicom_to_png(data, field) if is_dicom(data) else data
+
+
+def read_csv(path: Path, limits: Limits) -> tuple[list[str], Iterator[list[str]]]:
+    """(header, rows) of a UTF-8 CSV, gzip-compressed when it ends in .gz; RecordError naming the file.
+
+    Rows are produced lazily (MIMIC's metadata CSV has 377k); a malformed row raises csv.Error then.
+    """
+    name = path.name
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                data = f.read(limits.max_file_bytes + 1)
+            if len(data) > limits.max_file_bytes:
+                raise RecordError("file", f"{name} decompresses to more than {limits.max_file_bytes:,} bytes")
+        else:
+            data = read_bytes(path, "file", limits)
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RecordError("file", f"{name} is not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except (OSError, EOFError) as e:
+        raise RecordError("file", f"cannot read {name}: {e}") from None
+    rows = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(rows)
+    except (csv.Error, StopIteration) as e:
+        raise RecordError("file", f"{name} has no valid header row ({e or 'empty file'})") from None
+    return [h.strip() for h in header], rows
