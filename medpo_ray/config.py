@@ -142,7 +142,10 @@ class LossConfig(_Section):
     eta: float = Field(0.0, ge=0)  # anchor weight
     delta: float = 0.0  # anchor margin δ
     rho_nll: float = Field(0.0, ge=0)  # NLL(y+|x) weight
-    kl_chunk_rows: int = Field(0, ge=0)  # >0: chunked full-vocabulary KL, rows per chunk
+    # Rows of (rows x V) fp32 work alive at once in the full-vocabulary KL / the token log-probs; 0: all
+    # gathered rows at once. The KL gathers only k = 1 rows, the log-probs every completion token.
+    kl_chunk_rows: int = Field(0, ge=0)
+    logprob_chunk_rows: int = Field(1024, ge=0)
 
     @model_validator(mode="before")
     @classmethod

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from medpo_ray.errors import MedpoError
+
 Span = tuple[int, int]
+
+
+class SpanError(MedpoError, ValueError):
+    """A character span that does not lie inside its text."""
 
 
 def spans_to_token_mask(offsets: Sequence[Span], spans: Sequence[Span]) -> list[int]:
@@ -26,6 +32,6 @@ def token_mask_for_text(tokenizer, text: str, spans: Sequence[Span]) -> tuple[li
     """Tokenize `text` (no special tokens added) and return (input_ids, token mask of `spans`)."""
     for a, b in spans:
         if not (0 <= a <= b <= len(text)):
-            raise ValueError(f"span ({a}, {b}) lies outside the text of length {len(text)}")
+            raise SpanError(f"span ({a}, {b}) lies outside the text of length {len(text)}")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return list(enc["input_ids"]), spans_to_token_mask(enc["offset_mapping"], spans)
