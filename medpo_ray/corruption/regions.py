@@ -97,7 +97,8 @@ def control_shift(region: np.ndarray, rng: np.random.Generator) -> tuple[int, in
     y0, y1, x0, x1 = box
     crop = region[y0:y1, x0:x1].astype(np.float64)
     h, w = region.shape
-    full = np.zeros((2 * h, 2 * w))
+    # Padding by the crop's size (not the image's) is enough for the shifts asked below not to wrap.
+    full = np.zeros((h + y1 - y0, w + x1 - x0))
     full[:h, :w] = region
     kernel = np.zeros_like(full)
     kernel[: y1 - y0, : x1 - x0] = crop

@@ -207,6 +207,15 @@ class EditBatch:
         c.update(r.reason for r in self.rejections)
         return dict(c)
 
+    def meta(self) -> dict:
+        """The small part a driver fetches: pair keys (id, version, branch), rejections by id, counts."""
+        return {
+            "pairs": [{"record_id": p.record_id, "policy_version": p.policy_version, "branch": p.branch}
+                      for p in self.pairs],
+            "rejected": {r.record_id: r.reason for r in self.rejections},
+            "counts": self.counts(),
+        }
+
 
 class PairBuilder:
     """Builds pairs, drops duplicates (record id, y+, y-) and counts every outcome since creation."""
@@ -233,12 +242,17 @@ class PairBuilder:
         return out
 
     def build_batch(self, records: Sequence[Record], answers: Sequence[str],
-                    verdicts: Sequence[CriticVerdict], policy_version: int) -> EditBatch:
-        """One pair or rejection per (record, answer, verdict), collected into an EditBatch."""
-        if not len(records) == len(answers) == len(verdicts):
-            raise ValueError(f"{len(records)} records, {len(answers)} answers, {len(verdicts)} verdicts")
+                    verdicts: Sequence[CriticVerdict], policy_version: int | Sequence[int]) -> EditBatch:
+        """One pair or rejection per (record, answer, verdict), collected into an EditBatch.
+
+        policy_version is one version for all answers or one per answer.
+        """
+        versions = [policy_version] * len(answers) if isinstance(policy_version, int) else list(policy_version)
+        if not len(records) == len(answers) == len(verdicts) == len(versions):
+            raise ValueError(f"{len(records)} records, {len(answers)} answers, {len(verdicts)} verdicts, "
+                             f"{len(versions)} policy versions")
         batch = EditBatch()
-        for rec, y0, verdict in zip(records, answers, verdicts, strict=True):
-            out = self.build(rec, y0, verdict, policy_version)
+        for rec, y0, verdict, version in zip(records, answers, verdicts, versions, strict=True):
+            out = self.build(rec, y0, verdict, version)
             (batch.pairs if isinstance(out, PreferencePair) else batch.rejections).append(out)
         return batch

@@ -175,3 +175,25 @@ def test_control_shift_is_exact_on_tight_fits():
     out = control_corruption(img, boxes=[(0, 0, 11, 10)], mode="black", cfg=CorruptionConfig(dilate_px=0))
     assert out.note["region"] == "none" and np.array_equal(out.image, img)
     assert control_corruption(img).note["region"] == "none"
+
+
+def test_control_shift_matches_brute_force():
+    from medpo_ray.corruption.regions import control_shift, dilate
+
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        h, w = (int(v) for v in rng.integers(8, 24, 2))
+        region = np.zeros((h, w), dtype=bool)
+        region[rng.integers(h, size=2), rng.integers(w, size=2)] = True
+        region = dilate(region, int(rng.integers(0, 4)))
+        ys, xs = np.nonzero(region)
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        valid = set()
+        for dy in range(-y0, h - y1 + 1):
+            for dx in range(-x0, w - x1 + 1):
+                moved = np.zeros_like(region)
+                moved[y0 + dy:y1 + dy, x0 + dx:x1 + dx] = region[y0:y1, x0:x1]
+                if not (moved & region).any():
+                    valid.add((dy, dx))
+        picks = {control_shift(region, np.random.default_rng(k)) for k in range(5)}
+        assert picks == {None} if not valid else picks <= valid

@@ -129,5 +129,12 @@ def test_builder_counts_and_drops_duplicates():
     builder.build(REC, Y0, CriticVerdict("abstain", reason="not JSON"), 2)
     assert builder.counts == {"pairs_A": 1, "pairs_B": 1, "duplicate": 1, "edit_not_found": 1, "abstain": 1}
     assert set(builder.counts) - {"pairs_A", "pairs_B"} <= set(REASONS)
+    assert batch.meta() == {
+        "pairs": [{"record_id": "s1/report", "policy_version": 2, "branch": "A"},
+                  {"record_id": "s2/report", "policy_version": 2, "branch": "B"}],
+        "rejected": {"s1/report": "edit_not_found"},  # the last word on a record id
+        "counts": batch.counts()}
     with pytest.raises(ValueError, match="2 records, 1 answers"):
         builder.build_batch(recs[:2], answers[:1], verdicts[:1], 0)
+    again = PairBuilder().build_batch(recs[:2], answers[:2], [verdicts[0], verdicts[3]], policy_version=[4, 5])
+    assert [p.policy_version for p in again.pairs] == [4, 5]

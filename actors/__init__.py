@@ -1,0 +1,1 @@
+"""Ray actors: thin wrappers that run the medpo_ray library in a Ray cluster."""

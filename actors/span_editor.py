@@ -1,0 +1,62 @@
+"""SpanEditor: the span-editor stage, a critic and a PairBuilder in a Ray actor."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ray
+from ray.util.metrics import Counter
+
+from medpo_ray.config import CriticConfig
+from medpo_ray.critics import make_critic
+from medpo_ray.data.record import Record
+from medpo_ray.editing.pairs import PairBuilder, PairLimits, PreferencePair
+from medpo_ray.metrics import BY_NAME
+
+
+def _counter(name: str) -> Counter:
+    spec = BY_NAME[name]
+    return Counter(spec.name, description=spec.description, tag_keys=spec.labels)
+
+
+@ray.remote
+class SpanEditor:
+    """Judges policy answers with the configured critic and builds validated minimal-edit pairs.
+
+    Stage methods return (meta, payload): meta is EditBatch.meta() (pair keys, rejections by id,
+    counts), payload the list of PreferencePair.
+    """
+
+    def __init__(self, critic_cfg: CriticConfig, limits: PairLimits | None = None,
+                 tokenizer_dir: str | None = None):
+        tokenizer = None
+        if tokenizer_dir:
+            from transformers import AutoTokenizer
+
+            # With the training tokenizer, a pair whose spans cover no token is rejected here, not in training.
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.critic = make_critic(critic_cfg)
+        self.builder = PairBuilder(limits, tokenizer)
+        self._pairs = _counter("medpo_pairs_total")
+        self._errors = _counter("medpo_critic_errors_total")
+
+    def edit(self, records: Sequence[Record], answers: Sequence[str], policy_version: int | Sequence[int]
+             ) -> tuple[dict, list[PreferencePair]]:
+        """Review each (record, answer) and build its pair or a counted rejection."""
+        verdicts = self.critic.review_many(list(zip(records, answers, strict=True)))
+        batch = self.builder.build_batch(records, answers, verdicts, policy_version)
+        for p in batch.pairs:
+            self._pairs.inc(tags={"branch": p.branch})
+        for r in batch.rejections:
+            self._errors.inc(tags={"reason": r.reason})
+        return batch.meta(), batch.pairs
+
+    def edit_rollouts(self, records: Sequence[Record], result) -> tuple[dict, list[PreferencePair]]:
+        """`edit` over a rollout stage's GenerateResult: each completion goes with its record by id."""
+        by_id = {r.record_id: r for r in records}
+        done = [ro for ro in result.rollouts if ro.item_id in by_id]
+        return self.edit([by_id[ro.item_id] for ro in done], [ro.text for ro in done],
+                         [ro.policy_version for ro in done])
+
+    def counts(self) -> dict[str, int]:
+        """Pairs per branch and rejections per reason since the actor started."""
+        return dict(self.builder.counts)
