@@ -1,8 +1,10 @@
 """The data cursor: a deterministic, resumable order over training record ids.
 
 Epoch e visits the ids in a permutation seeded by (seed, e); the position is (epoch, offset), so a
-checkpoint holding it resumes exactly where the killed run stopped. Ids handed out but not trained
-when the run died are re-issued first from the checkpoint's in-flight list (see pipeline.py).
+checkpoint holding it resumes exactly where the killed run stopped. It hands out sample keys
+`"<record_id>@<epoch>"`: the ledger's at-most-once guarantee is per sample, so a record may be trained
+once per epoch. Keys handed out but not trained when the run died are re-issued first from the
+checkpoint's in-flight list (see pipeline.py).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ class DataCursor:
         return [self.ids[i] for i in rng.permutation(len(self.ids))]
 
     def take(self, n: int) -> list[str]:
-        """The next n ids (wrapping into the next epoch's order when one ends)."""
+        """The next n sample keys (wrapping into the next epoch's order when one ends)."""
         out: list[str] = []
         while len(out) < n:
             if self.offset == len(self._order):
@@ -44,9 +46,14 @@ class DataCursor:
                 self.offset = 0
                 self._order = self._permutation(self.epoch)
             k = min(n - len(out), len(self._order) - self.offset)
-            out.extend(self._order[self.offset : self.offset + k])
+            out.extend(f"{i}@{self.epoch}" for i in self._order[self.offset : self.offset + k])
             self.offset += k
         return out
+
+    @staticmethod
+    def record_id(key: str) -> str:
+        """The record id inside a sample key."""
+        return key.rpartition("@")[0]
 
     def state(self) -> dict:
         """Position for a checkpoint."""

@@ -10,9 +10,11 @@ def test_epochs_visit_every_id_once_in_a_seeded_order():
     ids = [f"r{i}" for i in range(10)]
     c = DataCursor(ids, seed=3)
     first, second = c.take(10), c.take(10)
-    assert sorted(first) == sorted(ids) == sorted(second)
-    assert first != second  # a new permutation each epoch
+    assert sorted(map(c.record_id, first)) == sorted(ids) == sorted(map(c.record_id, second))
+    assert set(first).isdisjoint(second)  # keys are per epoch
+    assert [c.record_id(k) for k in first] != [c.record_id(k) for k in second]  # a new permutation
     assert DataCursor(ids, seed=3).take(10) == first
+    assert first[0].endswith("@0") and second[0].endswith("@1")
     assert DataCursor(ids, seed=4).take(10) != first
 
 
