@@ -49,11 +49,7 @@ def detect_kind(path: str | Path) -> str:
     if not path.exists():
         raise UnknownSourceError(f"dataset path not found: {str(path)!r}")
     for kind in _CLASS_PATHS:
-        try:
-            cls = SOURCES[kind]
-        except ImportError:  # the embedded adapter may not be installed in a trimmed build
-            continue
-        if cls.detect(path):
+        if SOURCES[kind].detect(path):
             return kind
     raise UnknownSourceError(
         f"cannot tell the dataset kind of {str(path)!r}: expected an embedded or HF-style VQA parquet, "

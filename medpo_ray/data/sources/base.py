@@ -48,6 +48,10 @@ class RecordSource(ABC):
     def _iter_raw(self) -> Iterator[Record | BadRecord]:
         """Layout-specific parsing."""
 
+    def wants(self, split: str) -> bool:
+        """Whether `split` is asked for; adapters skip other splits early, so their problems are not reported."""
+        return self.split is None or split == self.split
+
     @property
     def root(self) -> Path:
         """The dataset directory: file paths inside records must stay under it."""
@@ -56,7 +60,7 @@ class RecordSource(ABC):
     def __iter__(self) -> Iterator[Record | BadRecord]:
         for item in self._iter_raw():
             if isinstance(item, Record):
-                if self.split is not None and item.split != self.split:
+                if not self.wants(item.split):
                     continue
                 problem = check_record(item, root=self.root, limits=self.limits)
                 item = problem if problem is not None else item

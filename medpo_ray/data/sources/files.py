@@ -40,6 +40,8 @@ def decode_text(value: object, field: str) -> str:
     """`value` (str, or bytes that must be UTF-8) as str; RecordError for null, bad bytes or other types."""
     if value is None:
         raise RecordError(field, "missing (null)")
+    if isinstance(value, RecordError):
+        raise value
     if isinstance(value, (bytes, bytearray)):
         try:
             return bytes(value).decode("utf-8")
@@ -128,3 +130,31 @@ def read_csv(path: Path, limits: Limits) -> tuple[list[str], Iterator[list[str]]
     except (csv.Error, StopIteration) as e:
         raise RecordError("file", f"{name} has no valid header row ({e or 'empty file'})") from None
     return [h.strip() for h in header], rows
+
+
+def _column_values(name: str, column) -> list:
+    import pyarrow as pa
+
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.cast(pa.large_binary()).to_pylist()
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:  # non-UTF-8 text nested in a struct or list: find the rows it is in
+        values = []
+        for i in range(len(column)):
+            try:
+                values.append(column.slice(i, 1).to_pylist()[0])
+            except UnicodeDecodeError as e:
+                values.append(RecordError(name, f"text inside is not valid UTF-8 (byte 0x{e.object[e.start]:02x})"))
+        return values
+
+
+def batch_rows(batch) -> list[dict]:
+    """Rows of a pyarrow RecordBatch as dicts; string columns as raw bytes for `decode_text`.
+
+    A writer that skipped UTF-8 validation must cost one row, not the batch (pyarrow's own str
+    conversion raises on the first bad value). A nested value holding such text arrives as the
+    RecordError that describes it; `decode_text` raises it.
+    """
+    columns = {name: _column_values(name, column) for name, column in zip(batch.schema.names, batch.columns, strict=True)}
+    return [{name: values[i] for name, values in columns.items()} for i in range(batch.num_rows)]

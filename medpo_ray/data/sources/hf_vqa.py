@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from medpo_ray.data.record import BadRecord, Record
 from medpo_ray.data.sources.base import RecordSource
-from medpo_ray.data.sources.files import canonical_split, decode_text, image_bytes
+from medpo_ray.data.sources.files import batch_rows, canonical_split, decode_text, image_bytes
 from medpo_ray.data.validate import RecordError, inside_root
 
 _TEXT_COLUMNS = ("question", "answer")
@@ -104,20 +104,12 @@ class HFVQASource(RecordSource):
         file_split = self._file_split(file)
         try:
             for batch in pf.iter_batches(batch_size=256, columns=["image", *_TEXT_COLUMNS, *extra]):
-                columns = {}
-                for col in batch.schema.names:
-                    arr = batch.column(col)
-                    # Read text as raw bytes: a writer that skipped UTF-8 validation must cost one
-                    # row, not the whole batch (pyarrow's own str conversion would raise).
-                    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-                        arr = arr.cast(pa.large_binary())
-                    columns[col] = arr.to_pylist()
-                for i in range(batch.num_rows):
-                    row = {c: v[i] for c, v in columns.items()}
+                for row in batch_rows(batch):
                     split = self._row_split(row, file_split)
                     index = counters[split]
                     counters[split] += 1
-                    yield self._record(row, split, index, file)
+                    if self.wants(split):
+                        yield self._record(row, split, index, file)
         except (OSError, pa.ArrowException) as e:
             yield BadRecord(name, "file", f"parquet data unreadable after {sum(counters.values())} rows ({e})")
 
@@ -160,6 +152,8 @@ class HFVQASource(RecordSource):
         """
         if isinstance(value, (bytes, bytearray)):
             return bytes(value), None, None
+        if isinstance(value, RecordError):
+            raise value
         if not isinstance(value, dict):
             raise RecordError("image", "missing (null)")
         path = decode_text(value["path"], "image.path") if value.get("path") else None
