@@ -4,17 +4,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import ray
-from ray.util.metrics import Counter
 
+from actors import metrics
 from medpo_ray.config import CorruptionConfig
 from medpo_ray.corruption import CorruptedImage, corrupt_records
 from medpo_ray.data.record import Record
-from medpo_ray.metrics import BY_NAME
-
-
-def _counter(name: str) -> Counter:
-    spec = BY_NAME[name]
-    return Counter(spec.name, description=spec.description, tag_keys=spec.labels)
 
 
 @ray.remote
@@ -27,16 +21,15 @@ class CorruptionWorker:
 
     def __init__(self, cfg: CorruptionConfig | None = None):
         self.cfg = cfg or CorruptionConfig()
-        self._made = _counter("medpo_corruptions_total")
-        self._bad = _counter("medpo_bad_records_total")
 
     def corrupt(self, batch: Sequence[Record], control: bool = False) -> tuple[dict, list[CorruptedImage]]:
         """Corrupt a batch; control=True moves the region to a lesion-free place (evaluation)."""
         done, bad = corrupt_records(batch, self.cfg, control=control)
         for c in done:
-            self._made.inc(tags={"mode": c.note["mode"], "region": c.note["region"]})
+            metrics.inc("medpo_corruptions_total", mode=c.note["mode"], region=c.note["region"])
         for b in bad:
-            self._bad.inc(tags={"reason": f"corruption:{b.field.split('[')[0]}"})
+            # The field without its index (boxes[3] -> boxes): label values stay a small fixed set.
+            metrics.inc("medpo_bad_records_total", reason=f"corruption:{b.field.split('[')[0]}")
         meta = {"notes": {c.record_id: c.note for c in done},
                 "bad": {b.record_id: f"{b.field}: {b.reason}" for b in bad}}
         return meta, done

@@ -4,18 +4,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import ray
-from ray.util.metrics import Counter
 
+from actors import metrics
 from medpo_ray.config import CriticConfig
 from medpo_ray.critics import make_critic
 from medpo_ray.data.record import Record
 from medpo_ray.editing.pairs import PairBuilder, PairLimits, PreferencePair
-from medpo_ray.metrics import BY_NAME
-
-
-def _counter(name: str) -> Counter:
-    spec = BY_NAME[name]
-    return Counter(spec.name, description=spec.description, tag_keys=spec.labels)
 
 
 @ray.remote
@@ -36,19 +30,19 @@ class SpanEditor:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.critic = make_critic(critic_cfg)
         self.builder = PairBuilder(limits, tokenizer)
-        self._pairs = _counter("medpo_pairs_total")
-        self._errors = _counter("medpo_critic_errors_total")
 
     def edit(self, records: Sequence[Record], answers: Sequence[str], policy_version: int | Sequence[int]
              ) -> tuple[dict, list[PreferencePair]]:
         """Review each (record, answer) and build its pair or a counted rejection."""
         verdicts = self.critic.review_many(list(zip(records, answers, strict=True)))
         batch = self.builder.build_batch(records, answers, verdicts, policy_version)
-        for p in batch.pairs:
-            self._pairs.inc(tags={"branch": p.branch})
-        for r in batch.rejections:
-            self._errors.inc(tags={"reason": r.reason})
-        return batch.meta(), batch.pairs
+        meta = batch.meta()
+        for key, n in meta["counts"].items():
+            if key.startswith("pairs_"):
+                metrics.inc("medpo_pairs_total", n, branch=key.removeprefix("pairs_"))
+            else:
+                metrics.inc("medpo_critic_errors_total", n, reason=key)
+        return meta, batch.pairs
 
     def edit_rollouts(self, records: Sequence[Record], result) -> tuple[dict, list[PreferencePair]]:
         """`edit` over a rollout stage's GenerateResult: each completion goes with its record by id."""
