@@ -111,6 +111,9 @@ class CorruptionConfig(_Section):
     dilate_px: int = Field(3, ge=0, le=64)
     blur_radius: int = Field(4, ge=1, le=64)  # box radius of the 3-pass blur (sigma ≈ radius px)
     inpaint_iters: int = Field(8, ge=0, le=200)  # Jacobi steps per pyramid level of the inpainting
+    # "whole": report records get the whole-image noise fallback even when a mask is known (the
+    # paper's report setting); "lesion": they are corrupted in their lesion region like VQA records.
+    reports: Literal["lesion", "whole"] = "lesion"
     num_workers: int = Field(1, ge=1)
 
 

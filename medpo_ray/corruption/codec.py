@@ -69,12 +69,18 @@ class CorruptedImage:
 
 def corrupt_records(records: Iterable[Record], cfg: CorruptionConfig | None = None, *,
                     control: bool = False) -> tuple[list[CorruptedImage], list[BadRecord]]:
-    """Corrupt each record's image (keyed by record id); a bad record is reported, the rest go on."""
+    """Corrupt each record's image (keyed by record id); a bad record is reported, the rest go on.
+
+    With cfg.reports == "whole", report records ignore their lesion mask/boxes (whole-image noise).
+    """
+    cfg = cfg or CorruptionConfig()
     done, bad = [], []
     for rec in records:
+        lesion = not (rec.task == "report" and cfg.reports == "whole")
         try:
-            png, note = corrupt_png(rec.image, mask_png=rec.lesion_mask, boxes=rec.boxes, key=rec.record_id,
-                                    cfg=cfg, control=control)
+            png, note = corrupt_png(rec.image, mask_png=rec.lesion_mask if lesion else None,
+                                    boxes=rec.boxes if lesion else (), key=rec.record_id, cfg=cfg,
+                                    control=control)
         except CorruptionError as e:
             field, _, reason = str(e).partition(": ")
             bad.append(BadRecord(rec.record_id, field, reason, source="corruption"))
