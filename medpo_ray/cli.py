@@ -14,6 +14,7 @@ from medpo_ray.errors import MedpoError
 # Heavy imports (torch, vllm, ray) belong inside the command functions, so `--help` stays instant.
 _COMMAND_MODULES = [
     "medpo_ray.data.cli",
+    "medpo_ray.data.validate_cli",
 ]
 
 AddCommand = Callable[..., argparse.ArgumentParser]

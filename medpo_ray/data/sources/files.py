@@ -132,11 +132,20 @@ def read_csv(path: Path, limits: Limits) -> tuple[list[str], Iterator[list[str]]
     return [h.strip() for h in header], rows
 
 
+def _utf8(name: str, value: bytes | None) -> str | RecordError | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return RecordError(name, f"not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})")
+
+
 def _column_values(name: str, column) -> list:
     import pyarrow as pa
 
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        return column.cast(pa.large_binary()).to_pylist()
+        return [_utf8(name, v) for v in column.cast(pa.large_binary()).to_pylist()]
     try:
         return column.to_pylist()
     except UnicodeDecodeError:  # non-UTF-8 text nested in a struct or list: find the rows it is in
@@ -150,11 +159,11 @@ def _column_values(name: str, column) -> list:
 
 
 def batch_rows(batch) -> list[dict]:
-    """Rows of a pyarrow RecordBatch as dicts; string columns as raw bytes for `decode_text`.
+    """Rows of a pyarrow RecordBatch as dicts, like `to_pylist()`, except that a value holding
+    non-UTF-8 text arrives as the RecordError describing it (`decode_text` raises it).
 
-    A writer that skipped UTF-8 validation must cost one row, not the batch (pyarrow's own str
-    conversion raises on the first bad value). A nested value holding such text arrives as the
-    RecordError that describes it; `decode_text` raises it.
+    A writer that skipped UTF-8 validation must cost one row, not the batch: pyarrow's own
+    conversion raises on the first bad value and loses every row after it.
     """
     columns = {name: _column_values(name, column) for name, column in zip(batch.schema.names, batch.columns, strict=True)}
     return [{name: values[i] for name, values in columns.items()} for i in range(batch.num_rows)]
