@@ -3,11 +3,11 @@ diameter in mm and size bin, and the difficulty knob.
 
 A lesion is a disc of radius `r_px` around the pixel (cx, cy): its mask is exactly the pixels with
 (x - cx)^2 + (y - cy)^2 <= r_px^2, its box (x0, y0, x1, y1) encloses them with exclusive x1/y1, and
-its diameter is 2 * r_px * mm_per_px rounded to whole mm. Inside the disc the intensity changes by
-a Gaussian profile amp * exp(-1.5 t^2), t = distance / r_px, so the edge keeps ~22% of the contrast
-and the visible blob is the masked one. The sign is chosen against the local background (brighter
-on dark tissue, darker on bright tissue), which is what makes the lesions learnable at all
-(shared/design/DATA.md, "Learnability").
+its diameter is 2 * r_px * mm_per_px rounded to whole mm. The lesion is a homogeneous blob of
+intensity m +- amp, where m is the mean background within 1.5 r_px: the sign is chosen against it
+(brighter on dark tissue, darker on bright tissue), which is what makes the lesions learnable at all
+(shared/design/DATA.md, "Learnability"). It is blended in with weight exp(-1.5 t^2), t = distance /
+r_px, so the edge keeps ~22% of the contrast and the visible blob is the masked one.
 
 Difficulty d in [0, 1] (radii in pixels at 112 px, scaled by size / 112):
     amplitude  = 0.75 - 0.6 d        (d=0: 0.75, d=0.25: 0.60, d=0.5: 0.45, d=1: 0.15)
@@ -141,8 +141,13 @@ def render_lesions(rng: np.random.Generator, background: np.ndarray, lesions: li
         cx, cy, r = les["cx"], les["cy"], les["r_px"]
         d2 = ((xx - cx) ** 2 + (yy - cy) ** 2).astype(np.float32)
         inside = d2 <= r * r
-        polarity = 1.0 if float(background[inside].mean()) < 0.5 else -1.0
-        img = img + np.where(inside, polarity * params.amplitude * np.exp(-_PROFILE_K * d2 / (r * r)), 0.0)
+        # The blob replaces the tissue under it, so its contrast against the surroundings is `amp`
+        # whatever texture lies beneath (an additive blob on mixed tissue can all but vanish).
+        local = float(background[d2 <= 2.25 * r * r].mean())
+        polarity = 1.0 if local < 0.5 else -1.0
+        target = np.float32(min(max(local + polarity * params.amplitude, 0.0), 1.0))
+        w = np.where(inside, np.exp(-_PROFILE_K * d2 / (r * r)), 0.0).astype(np.float32)
+        img = img * (1 - w) + w * target
         mask[inside] = i
         diameter = int(round(2 * r * mm_per_px))
         out.append({"id": i, "side": les["side"], "cx": cx, "cy": cy, "r_px": r, "diameter_mm": diameter,

@@ -52,10 +52,12 @@ negation "no" / "No" (the only negation cue); plural = noun + "s" ("nodules", "l
 Example (CXR, one 12 mm lesion on the patient's right):
     FINDINGS: A 12 mm moderate nodule in the right lung. No nodule in the left lung.
     IMPRESSION: One moderate right-sided nodule.
-Every fact sits in one word, so single-word edits stay grammatical and change exactly one claim:
-right<->left, small<->moderate<->large, one<->two<->three, "12 mm"<->"17 mm", and presence:
-"No nodule in the left lung." <-> "A nodule in the left lung." (the minimal positive form
-"A N in the s R." has no measurement; the generator never writes it, parsers should accept it).
+Every claim sits in one word, so a single-word edit changes exactly one claim: right<->left,
+small<->moderate<->large, one<->two<->three, "12 mm"<->"17 mm", and presence "No nodule in the
+left lung." <-> "A nodule in the left lung.". Parsers should therefore be lenient where an edit
+leaves agreement behind: the size word and the plural "s" of a CLAUSE are optional whatever c
+says, C need not equal the number of ITEMS, and the minimal positive form "A N in the s R." (no
+measurement; never generated) is a presence claim.
 """
 from __future__ import annotations
 

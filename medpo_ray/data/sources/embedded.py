@@ -15,11 +15,18 @@ from medpo_ray.data.reports import REPORT_PROMPT
 from medpo_ray.data.schema import STUDIES, STUDIES_FILE, VQA, VQA_FILE
 from medpo_ray.data.sources.base import RecordSource
 from medpo_ray.data.sources.files import decode_text
-from medpo_ray.data.validate import Limits, RecordError
+from medpo_ray.data.validate import Limits, RecordError, check_record
 
 _TASKS = ("report", "vqa", "both")
 _LESION_INTS = ("id", "cx", "cy", "diameter_mm")
 _FINDINGS_TEXT = ("modality", "body_part", "region", "noun")
+
+
+def _utf8_or_bytes(value: bytes | None) -> str | bytes | None:
+    try:
+        return value.decode("utf-8") if value is not None else None
+    except UnicodeDecodeError:
+        return value
 
 
 def _int(value: object, field: str, low: int = 0) -> int:
@@ -103,8 +110,17 @@ class EmbeddedSource(RecordSource):
         row_no = 0
         try:
             for batch in pf.iter_batches(batch_size=512, columns=schema.names):
-                for row in batch.to_pylist():
-                    yield {**row, "_row": row_no}
+                columns = {}
+                for name in batch.schema.names:
+                    arr = batch.column(name)
+                    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+                        # Read text as raw bytes: a row with invalid UTF-8 must cost that row (its
+                        # field then fails decode_text), not the whole batch.
+                        columns[name] = [_utf8_or_bytes(v) for v in arr.cast(pa.large_binary()).to_pylist()]
+                    else:
+                        columns[name] = arr.to_pylist()
+                for i in range(batch.num_rows):
+                    yield {**{c: v[i] for c, v in columns.items()}, "_row": row_no}
                     row_no += 1
         except (OSError, pa.ArrowException, UnicodeDecodeError) as e:
             yield BadRecord(name, "file", f"data unreadable after {row_no} rows ({e})")
@@ -122,7 +138,8 @@ class EmbeddedSource(RecordSource):
             raise RecordError("lesions", "missing (null)")
         lesions = [_lesion(les, k) for k, les in enumerate(raw)]
         boxes = tuple(tuple(float(v) for v in les["bbox"]) for les in lesions)
-        meta = {k: row[k] for k in ("base_image", "modality", "region", "generator_version") if row.get(k)}
+        meta = {k: row[k] for k in ("base_image", "modality", "region", "generator_version")
+                if isinstance(row.get(k), str) and row[k]}
         return {"study_id": sid, "split": split, "report": report, "image": row["image"],
                 "lesion_mask": row["lesion_mask"], "findings": _findings(row, lesions), "boxes": boxes,
                 "meta": meta}
@@ -149,11 +166,18 @@ class EmbeddedSource(RecordSource):
                 if want_reports:
                     yield quarantined[rid]
                 continue
-            studies[rid] = s
+            record = Record(record_id=rid, task="report", image=s["image"], prompt=REPORT_PROMPT,
+                            target=s["report"], study_id=rid, split=s["split"], findings=s["findings"],
+                            lesion_mask=s["lesion_mask"], boxes=s["boxes"], meta=s["meta"])
+            # Checked here, not only in __iter__, so that a study whose image or mask is unusable
+            # takes its questions with it (they share those bytes) under one named reason.
+            problem = check_record(record, root=self.root, limits=self.limits)
+            if problem is not None:
+                quarantined[rid] = problem
+            else:
+                studies[rid] = s
             if want_reports:
-                yield Record(record_id=rid, task="report", image=s["image"], prompt=REPORT_PROMPT,
-                             target=s["report"], study_id=rid, split=s["split"], findings=s["findings"],
-                             lesion_mask=s["lesion_mask"], boxes=s["boxes"], meta=s["meta"])
+                yield problem or record
         if self.task in ("vqa", "both"):
             yield from self._iter_vqa(studies, quarantined)
 
@@ -170,8 +194,9 @@ class EmbeddedSource(RecordSource):
                 seen.add(qid)
                 sid = decode_text(row.get("study_id"), "study_id")
                 if sid in quarantined:
+                    # The question shares the study's image, mask and findings: the same field is bad.
                     bad = quarantined[sid]
-                    raise RecordError("study_id", f"study {sid!r} is quarantined ({bad.field}: {bad.reason})")
+                    raise RecordError(bad.field, f"{bad.reason} (in study {sid!r})")
                 if sid not in studies:
                     raise RecordError("study_id", f"no study {sid!r} in {STUDIES_FILE}")
                 s = studies[sid]
