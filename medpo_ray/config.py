@@ -102,6 +102,8 @@ class CriticConfig(_Section):
     max_answer_chars: int = Field(16384, ge=256, le=1_000_000)
     max_edits: int = Field(8, ge=1, le=64)
     max_changed_words_per_sentence: int = Field(3, ge=1, le=20)
+    # Reference critic: a measurement this close to the truth agrees (the structured-accuracy metric's band).
+    measurement_tolerance_mm: float = Field(2.0, ge=0, le=50)
 
 
 class CorruptionConfig(_Section):

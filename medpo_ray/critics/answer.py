@@ -36,6 +36,11 @@ REASONS = (
     "too_many_changes",  # more changed words in one sentence than allowed
     # transport (openai_critic.py): after the retries are spent
     "timeout", "connection", "http_error", "bad_response", "no_model",
+    # reference critic (reference.py)
+    "no_findings",  # the record has no structured ground truth to compare with
+    "unreadable",  # y0 is not in the grammar the rules can read
+    "structural",  # agreeing with the truth needs more than word swaps (a missing sentence, a plural)
+    "no_counterfactual",  # y0 agrees but offers no single word to swap
 )
 
 # Instruction-like text has no place in a verdict: a critic that echoes or obeys a prompt injection

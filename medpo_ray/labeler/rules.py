@@ -176,13 +176,19 @@ def _window(text: str, mentions, i: int, lo: int, hi: int) -> tuple[int, int]:
     return start, end
 
 
-def _attribute(text: str, pat: re.Pattern, lo: int, hi: int, a: int, b: int, name: str):
+_PATTERNS = {"side": _SIDE, "severity": _SEVERITY, "count": _COUNT, "measurement": _MEASURE}
+
+
+def attributes(text: str, start: int, end: int, name: str) -> list[Attr]:
+    """Every `name` attribute (side | severity | count | measurement) in text[start:end], in order."""
     hits = []
-    for m in pat.finditer(text, lo, hi):
+    for m in _PATTERNS[name].finditer(text, start, end):
         word = m.group(0)
         if name == "side":
             value = "bilateral" if " and " in word.lower() else vocab.SIDES[word.lower()]
-            hits.append(Attr(value, Span(m.start(), m.end(), word)))
+            # "right-sided": the fact is the side word alone, so an edit swaps just that word.
+            stem = word.split("-")[0] if word.lower().endswith("-sided") else word
+            hits.append(Attr(value, Span(m.start(), m.start() + len(stem), stem)))
         elif name == "severity":
             hits.append(Attr(vocab.SEVERITIES[word.lower()], Span(m.start(), m.end(), word)))
         elif name == "count":
@@ -192,6 +198,11 @@ def _attribute(text: str, pat: re.Pattern, lo: int, hi: int, a: int, b: int, nam
             number, unit = m.group(1), m.group(2)
             mm = round(float(number) * vocab.UNIT_MM[unit.lower()], 3)
             hits.append(Attr(mm, Span(m.start(1), m.end(1), number), unit))
+    return hits
+
+
+def _nearest(text: str, lo: int, hi: int, a: int, b: int, name: str) -> tuple[Attr | None, bool]:
+    hits = attributes(text, lo, hi, name)
     if not hits:
         return None, False
     nearest = min(hits, key=lambda h: 0 if a <= h.span.start < b else min(abs(h.span.end - a), abs(h.span.start - b)))
@@ -213,9 +224,8 @@ def _claims_in_sentence(text: str, s: Span) -> list[Claim]:
         w0, w1 = _window(text, mentions, i, lo, hi)
         status, cue = _status(text, mentions, i, cues, terminators)
         attrs, ambiguous = {}, []
-        for name, pat in (("side", _SIDE), ("severity", _SEVERITY), ("count", _COUNT),
-                          ("measurement", _MEASURE)):
-            attrs[name], conflict = _attribute(text, pat, w0, w1, a, b, name)
+        for name in _PATTERNS:
+            attrs[name], conflict = _nearest(text, w0, w1, a, b, name)
             if conflict:
                 ambiguous.append(name)
         claims.append(Claim(finding, status, Span(a, b, text[a:b]), s, cue, ambiguous=tuple(ambiguous),

@@ -1,0 +1,76 @@
+"""The reference critic on VQA answers: find the one answer word in y0 and compare it with the target.
+
+Answers are short ("yes", "two", "left", "both", "moderate", "12 mm", "CT"); y0 may also be a sentence
+that holds exactly one answer word of the question's kind. The edit replaces that word (the answer
+clause) and nothing else; for a measurement, only the number.
+"""
+from __future__ import annotations
+
+import re
+
+from medpo_ray.critics.answer import abstain
+from medpo_ray.critics.base import CriticVerdict, Edit
+from medpo_ray.data.record import Record
+
+VOCAB = {
+    "presence": ("yes", "no"),
+    "count": ("zero", "one", "two", "three"),
+    "side": ("right", "left", "both"),
+    "size": ("small", "moderate", "large"),
+    "modality": ("X-ray", "CT", "MRI"),
+}
+_KIND = {"presence": "presence", "count": "count", "side": "laterality", "size": "size", "modality": "organ"}
+_MM = re.compile(r"(?<![\w.])(\d+) ?mm\b")
+
+
+def _kind_of(record: Record) -> str | None:
+    # The target's own vocabulary decides: a closed size or modality question is answered yes/no.
+    target = record.target.strip().rstrip(".").lower()
+    for kind, words in VOCAB.items():
+        if target in (w.lower() for w in words):
+            return kind
+    if _MM.fullmatch(target):
+        return "size"
+    return record.question_type if record.question_type in VOCAB else None
+
+
+def _hits(y0: str, kind: str) -> list[re.Match]:
+    words = "|".join(re.escape(w) for w in VOCAB[kind])
+    hits = list(re.finditer(rf"(?<![\w-])(?:{words})(?![\w-])", y0, re.I))
+    return hits + list(_MM.finditer(y0)) if kind == "size" else hits
+
+
+def _cased(old: str, new: str) -> str:
+    if new in VOCAB["modality"]:
+        return new
+    return new[:1].upper() + new[1:] if old[:1].isupper() else new
+
+
+def _edit(y0: str, span: tuple[int, int], new: str, kind: str) -> Edit:
+    return Edit(y0[span[0]:span[1]], new, span[0], kind)
+
+
+def review_vqa(record: Record, y0: str, tol: float, seed: int, critic: str) -> CriticVerdict:
+    """Verdict on a VQA answer: wrong with the replacement, or right with a counterfactual answer."""
+    kind = _kind_of(record)
+    if kind is None:
+        return abstain("unreadable", f"no answer kind for target {record.target!r}", critic)
+    hits = _hits(y0, kind)
+    if len(hits) != 1:
+        return abstain("unreadable", f"{len(hits)} {kind} answers in {y0[:80]!r}", critic)
+    hit, edit_kind = hits[0], _KIND[record.question_type if record.question_type in _KIND else kind]
+    target = record.target.strip().rstrip(".")
+    t_mm, y_mm = _MM.fullmatch(target), hit.re is _MM
+    if y_mm and t_mm:
+        y, t = int(hit.group(1)), int(t_mm.group(1))
+        if abs(y - t) > tol:
+            return CriticVerdict("wrong", (_edit(y0, hit.span(1), str(t), "measurement"),), critic, "measurement")
+        shift = max(5, int(2 * tol) + 1)
+        new = str(y - shift if y - shift >= 1 else y + shift)
+        return CriticVerdict("right", (_edit(y0, hit.span(1), new, "measurement"),), critic, "y0 agrees")
+    if hit.group(0).lower() != target.lower():
+        new = _cased(hit.group(0), target)
+        return CriticVerdict("wrong", (_edit(y0, hit.span(), new, edit_kind),), critic, f"{kind} answer")
+    options = [w for w in VOCAB[kind] if w.lower() != target.lower()]
+    new = _cased(hit.group(0), options[seed % len(options)])
+    return CriticVerdict("right", (_edit(y0, hit.span(), new, edit_kind),), critic, "y0 agrees")
