@@ -201,6 +201,7 @@ class ValidationReport:
 
     @property
     def good(self) -> int:
+        """Number of records that passed."""
         return sum(self.counts.values())
 
     def summary(self) -> str:

@@ -21,6 +21,7 @@ class LoadResult:
 
     @property
     def bad_counts(self) -> Counter:
+        """Quarantined records per field."""
         return Counter(b.field for b in self.bad)
 
 

@@ -50,6 +50,7 @@ class BoxCSVSource(RecordSource):
 
     @classmethod
     def detect(cls, path: Path) -> bool:
+        """A CSV, or a folder (or its annotations/) with one, carrying VinDr or MS-CXR box columns."""
         return bool(cls._csv_files(path))
 
     @staticmethod

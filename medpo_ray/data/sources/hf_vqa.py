@@ -51,6 +51,7 @@ class HFVQASource(RecordSource):
 
     @classmethod
     def detect(cls, path: Path) -> bool:
+        """A parquet file, or a folder of them, whose first file has image, question and answer columns."""
         files = cls._files(path)
         if not files:
             return False

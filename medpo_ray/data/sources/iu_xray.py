@@ -67,6 +67,7 @@ class IUXraySource(RecordSource):
 
     @classmethod
     def detect(cls, path: Path) -> bool:
+        """An XML file, or a folder of them, whose first file is an eCitation report."""
         first = next(iter(cls._xml_files(path)), None)
         if first is None:
             return False

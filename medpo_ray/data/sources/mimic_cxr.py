@@ -60,6 +60,7 @@ class MimicCXRSource(RecordSource):
 
     @classmethod
     def detect(cls, path: Path) -> bool:
+        """A folder holding at least one files/p*/p*/s*.txt report."""
         return path.is_dir() and next(path.glob("files/p*/p*/s*.txt"), None) is not None
 
     @cached_property

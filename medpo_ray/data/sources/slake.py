@@ -49,6 +49,7 @@ class SlakeSource(RecordSource):
 
     @classmethod
     def detect(cls, path: Path) -> bool:
+        """A folder with imgs/ and at least one of the SLAKE question files."""
         return path.is_dir() and (path / "imgs").is_dir() and any((path / f).is_file() for f in _QUESTION_FILES)
 
     def _iter_raw(self) -> Iterator[Record | BadRecord]:

@@ -108,3 +108,15 @@ def test_slake_mirror_columns_become_types_and_meta(tmp_path):
     assert isinstance(record, Record)
     assert (record.record_id, record.split, record.answer_type, record.question_type) == ("test/11934", "test", "open", "abnormality")
     assert record.meta["q_lang"] == "en"
+
+
+def test_non_utf8_image_path_inside_the_struct_costs_one_row(tmp_path):
+    paths = pa.array([b"a.jpg", b"\xff.jpg"], type=pa.binary())
+    paths = pa.Array.from_buffers(pa.string(), 2, paths.buffers())
+    images = pa.StructArray.from_arrays([pa.array([image(), image()], type=pa.binary()), paths], fields=list(IMAGE))
+    table = pa.Table.from_arrays([images, pa.array(["q1", "q2"]), pa.array(["a1", "a2"])], schema=SCHEMA)
+    pq.write_table(table, tmp_path / "train.parquet")
+    result = HFVQASource(tmp_path).load()
+    assert [r.record_id for r in result.records] == ["train/000000"]
+    assert [(b.record_id, b.field, b.reason) for b in result.bad] == [
+        ("train/000001", "image", "text inside is not valid UTF-8 (byte 0xff)")]
