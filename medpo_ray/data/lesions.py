@@ -79,12 +79,6 @@ class LesionParams:
                                     f"(at most size/6 = {size / 6:.1f} px, so two lesions fit on one side)")
 
 
-def disc_mask(size: int, cx: int, cy: int, r: float) -> np.ndarray:
-    """Boolean mask of the pixels within distance r of pixel (cx, cy)."""
-    yy, xx = np.ogrid[:size, :size]
-    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
-
-
 def mask_bbox(mask: np.ndarray) -> list[int]:
     """[x0, y0, x1, y1] of the nonzero pixels, x1/y1 exclusive."""
     ys, xs = np.nonzero(mask)
@@ -135,23 +129,27 @@ def render_lesions(rng: np.random.Generator, background: np.ndarray, lesions: li
     size = background.shape[0]
     img = background.astype(np.float32)
     mask = np.zeros((size, size), np.uint8)
-    yy, xx = np.ogrid[:size, :size]
     out = []
     for i, les in enumerate(lesions, start=1):
         cx, cy, r = les["cx"], les["cy"], les["r_px"]
+        # Work in the window that holds the 1.5 r neighbourhood; everything else is untouched.
+        k = int(np.ceil(1.5 * r))
+        x0, y0, x1, y1 = max(cx - k, 0), max(cy - k, 0), min(cx + k + 1, size), min(cy + k + 1, size)
+        yy, xx = np.ogrid[y0:y1, x0:x1]
         d2 = ((xx - cx) ** 2 + (yy - cy) ** 2).astype(np.float32)
         inside = d2 <= r * r
         # The blob replaces the tissue under it, so its contrast against the surroundings is `amp`
         # whatever texture lies beneath (an additive blob on mixed tissue can all but vanish).
-        local = float(background[d2 <= 2.25 * r * r].mean())
+        local = float(background[y0:y1, x0:x1][d2 <= 2.25 * r * r].mean())
         polarity = 1.0 if local < 0.5 else -1.0
         target = np.float32(min(max(local + polarity * params.amplitude, 0.0), 1.0))
         w = np.where(inside, np.exp(-_PROFILE_K * d2 / (r * r)), 0.0).astype(np.float32)
-        img = img * (1 - w) + w * target
-        mask[inside] = i
+        img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - w) + w * target
+        mask[y0:y1, x0:x1][inside] = i
+        bx0, by0, bx1, by1 = mask_bbox(inside)
         diameter = int(round(2 * r * mm_per_px))
         out.append({"id": i, "side": les["side"], "cx": cx, "cy": cy, "r_px": r, "diameter_mm": diameter,
-                    "size": size_bin(diameter), "bbox": mask_bbox(inside),
+                    "size": size_bin(diameter), "bbox": [bx0 + x0, by0 + y0, bx1 + x0, by1 + y0],
                     "polarity": "bright" if polarity > 0 else "dark"})
     img = img + rng.normal(0.0, noise_sigma, img.shape).astype(np.float32)
     return np.round(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8), mask, out
