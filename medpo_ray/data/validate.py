@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import numbers
 import time
 import warnings
 from collections import Counter, OrderedDict
@@ -141,7 +142,7 @@ def check_boxes(boxes: object, width: int, height: int) -> None:
         where = f"boxes[{i}]"
         if not isinstance(box, (tuple, list)) or len(box) != 4:
             raise RecordError(where, f"expected 4 numbers (x0, y0, x1, y1), got {box!r}")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in box):
             raise RecordError(where, f"non-numeric or non-finite coordinate in {box!r}")
         x0, y0, x1, y1 = box
         if x1 <= x0 or y1 <= y0:
@@ -153,7 +154,10 @@ def check_boxes(boxes: object, width: int, height: int) -> None:
 def inside_root(root: Path, relative: str | Path, field: str) -> Path:
     """`root / relative` with symlinks resolved, or RecordError if it escapes `root`."""
     root = Path(root).resolve()
-    target = (root / relative).resolve()
+    try:
+        target = (root / relative).resolve()
+    except (OSError, ValueError) as e:  # NUL bytes, symlink loops
+        raise RecordError(field, f"path {str(relative)!r} cannot be resolved ({e})") from None
     if not target.is_relative_to(root):
         raise RecordError(field, f"path {str(relative)!r} escapes the dataset root {str(root)!r}")
     return target

@@ -26,8 +26,11 @@ _NO_FINDING = "no finding"
 
 
 def _header(csv_path: Path) -> list[str]:
-    with open(csv_path, "rb") as f:
-        first = f.readline(65536).decode("utf-8-sig", "replace")
+    try:
+        with open(csv_path, "rb") as f:
+            first = f.readline(65536).decode("utf-8-sig", "replace")
+    except OSError:
+        return []  # unreadable: not detected here; read_csv names the problem when it is opened
     return [h.strip() for h in first.strip().split(",")]
 
 
@@ -165,6 +168,6 @@ class BoxCSVSource(RecordSource):
         try:
             with Image.open(io.BytesIO(image)) as im:  # header only; check_record decodes fully
                 actual = im.size
-        except OSError:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             return 1.0, 1.0  # undecodable: check_record reports it with the reason
         return actual[0] / width, actual[1] / height

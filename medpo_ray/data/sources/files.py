@@ -69,7 +69,7 @@ def is_dicom(data: bytes) -> bool:
     return data[128:132] == b"DICM"
 
 
-def dicom_to_png(data: bytes, field: str = "image") -> bytes:
+def dicom_to_png(data: bytes, field: str = "image", max_pixels: int = Limits.max_image_pixels) -> bytes:
     """An 8-bit greyscale PNG of a DICOM image: VOI LUT (window) applied, MONOCHROME1 inverted, first frame."""
     import numpy as np
     import pydicom
@@ -78,6 +78,10 @@ def dicom_to_png(data: bytes, field: str = "image") -> bytes:
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        if rows * columns > max_pixels:  # before decoding: compressed pixel data can be a bomb
+            raise RecordError(field, f"{columns}x{rows} DICOM has {rows * columns:,} pixels, over the limit "
+                                     f"of {max_pixels:,} (decompression-bomb guard)")
         pixels = ds.pixel_array
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             pixels = pixels[0]
@@ -102,7 +106,7 @@ def dicom_to_png(data: bytes, field: str = "image") -> bytes:
 def image_bytes(path: Path, field: str, limits: Limits) -> bytes:
     """Encoded image bytes of `path` as stored, DICOM converted to PNG."""
     data = read_bytes(path, field, limits)
-    return dicom_to_png(data, field) if is_dicom(data) else data
+    return dicom_to_png(data, field, limits.max_image_pixels) if is_dicom(data) else data
 
 
 def read_csv(path: Path, limits: Limits) -> tuple[list[str], Iterator[list[str]]]:

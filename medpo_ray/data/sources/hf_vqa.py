@@ -117,20 +117,18 @@ class HFVQASource(RecordSource):
     @staticmethod
     def _row_split(row: dict, default: str) -> str:
         raw = row.get("split")
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8", "replace")
         return (canonical_split(raw) or raw) if isinstance(raw, str) and raw.strip() else default
 
     def _record(self, row: dict, split: str, index: int, file: Path) -> Record | BadRecord:
         own_id = row.get("qid", row.get("id"))
-        if isinstance(own_id, bytes):
-            own_id = own_id.decode("utf-8", "replace")
+        if isinstance(own_id, RecordError):  # undecodable id: fall back to the row number
+            own_id = None
         record_id = f"{split}/{own_id}" if own_id not in (None, "") else f"{split}/{index:06d}"
         try:
             question = decode_text(row["question"], "question")
             answer = decode_text(row["answer"], "answer")
             image, image_name, image_path = self._image(row["image"], file)
-            meta = {k: decode_text(v, k) if isinstance(v, bytes) else v
+            meta = {k: decode_text(v, k) if isinstance(v, (bytes, RecordError)) else v
                     for k, v in row.items() if k in _META_COLUMNS and v is not None}
         except RecordError as e:
             return e.bad(record_id)
@@ -157,7 +155,7 @@ class HFVQASource(RecordSource):
             raise value
         if not isinstance(value, dict):
             raise RecordError("image", "missing (null)")
-        path = decode_text(value["path"], "image.path") if value.get("path") else None
+        path = decode_text(value["path"], "image.path") if value.get("path") is not None else None
         if value.get("bytes"):
             return bytes(value["bytes"]), path, None
         if not path:

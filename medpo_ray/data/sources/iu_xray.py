@@ -96,7 +96,7 @@ class IUXraySource(RecordSource):
         try:
             try:
                 root = ET.fromstring(read_bytes(file, "xml", self.limits))
-            except ET.ParseError as e:
+            except (ET.ParseError, ValueError, LookupError) as e:  # LookupError: unknown declared encoding
                 raise RecordError("xml", f"{file.name} is not well-formed XML ({e})") from None
             uid = root.find("uId")
             record_id = uid.get("id", file.stem) if uid is not None else file.stem

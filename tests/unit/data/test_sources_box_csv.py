@@ -111,3 +111,10 @@ def test_ms_cxr_phrases_with_boxes_rescaled_to_the_image(ms_cxr):
     (bad,) = result.bad
     assert bad.field == "path" and "escapes the dataset root" in bad.reason
     assert [r.split for r in BoxCSVSource(csv, split="train").load().records] == []
+
+
+def test_dicom_pixel_limit_applies_before_decoding():
+    from medpo_ray.data.validate import RecordError
+
+    with pytest.raises(RecordError, match="128x128 DICOM has 16,384 pixels, over the limit of 100"):
+        dicom_to_png(open(CT, "rb").read(), max_pixels=100)

@@ -1,5 +1,7 @@
 """IU-Xray / OpenI: ecgen-radiology/N.xml reports and NLMCXR_png/ images."""
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from medpo_ray.data.reports import REPORT_PROMPT
 from medpo_ray.data.sources import detect_kind
@@ -80,3 +82,13 @@ def test_mesh_parsing_against_hand_labels():
         "pneumothorax": {"present": True, "side": "right", "severity": "large", "qualifiers": []},
         "calcified_granuloma": {"present": True, "side": "right", "severity": None, "qualifiers": ["lung", "upper lobe"]},
     }
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=300), st.lists(st.text(max_size=30), max_size=5))
+def test_arbitrary_report_files_and_mesh_terms_never_raise(tmp_path_factory, blob, terms):
+    folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "1.xml").write_bytes(b"<eCitation>" + blob)
+    (record_or_bad,) = list(IUXraySource(folder))
+    assert record_or_bad.record_id
+    assert isinstance(parse_mesh(terms), dict)

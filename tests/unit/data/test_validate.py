@@ -4,6 +4,8 @@ import struct
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from medpo_ray.data.record import Record
@@ -145,3 +147,31 @@ def test_sixteen_bit_png_is_a_valid_image():
     buf = io.BytesIO()
     Image.new("I;16", (20, 10), 40000).save(buf, format="PNG")
     assert check_image(buf.getvalue()) == (20, 10)
+
+
+_PNG = image(16, 12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=200),
+    st.integers(0, len(_PNG) - 1).map(lambda n: _PNG[:n]),
+    st.tuples(st.integers(0, len(_PNG) - 1), st.integers(0, 255)).map(
+        lambda p: _PNG[: p[0]] + bytes([p[1]]) + _PNG[p[0] + 1:]),
+))
+def test_any_bytes_give_a_size_or_a_named_reason(data):
+    """Never a traceback for bad data: arbitrary, truncated or bit-flipped image bytes."""
+    try:
+        width, height = check_image(data)
+    except RecordError as e:
+        assert e.field == "image" and e.reason
+    else:
+        assert width > 0 and height > 0
+
+
+def test_numpy_coordinates_are_numbers_and_nul_paths_are_named(tmp_path):
+    import numpy as np
+
+    check_boxes(((np.int64(1), np.float32(2), 10, 12),), 32, 24)
+    with pytest.raises(RecordError, match="cannot be resolved"):
+        inside_root(tmp_path, "imgs/a\x00.png", "img_name")
