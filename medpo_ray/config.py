@@ -100,7 +100,7 @@ class CriticConfig(_Section):
     backoff_s: float = Field(0.5, gt=0, le=60)  # first retry delay; doubles per retry, with jitter
     backoff_max_s: float = Field(8.0, gt=0, le=600)
     max_answer_chars: int = Field(16384, ge=256, le=1_000_000)
-    max_edits: int = Field(8, ge=1, le=64)
+    max_edits: int = Field(8, ge=1, le=8)  # the answer schema allows 8 at most
     max_changed_words_per_sentence: int = Field(3, ge=1, le=20)
     # Reference critic: a measurement this close to the truth agrees (the structured-accuracy metric's band).
     measurement_tolerance_mm: float = Field(2.0, ge=0, le=50)

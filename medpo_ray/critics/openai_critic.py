@@ -71,6 +71,7 @@ class OpenAICritic(Critic):
         self._structured = cfg.structured_output
         self._model = cfg.model
         self._lock = threading.Lock()
+        self._model_lock = threading.Lock()
         self._counts: Counter = Counter()
         self._client = httpx.Client(timeout=httpx.Timeout(cfg.timeout_s), follow_redirects=False)
 
@@ -137,14 +138,17 @@ class OpenAICritic(Critic):
         raise AssertionError("unreachable")
 
     def _model_name(self) -> str:
-        if not self._model:
-            body = self._with_retries(lambda: self._request("GET", "/models"))
-            try:
-                self._model = body["data"][0]["id"]
-            except (KeyError, IndexError, TypeError):
-                raise _TransportFailure("no_model", f"GET /models listed no model: {str(body)[:200]}",
-                                        False) from None
+        with self._model_lock:  # one GET /models, not one per worker thread
+            if not self._model:
+                self._model = self._discover_model()
         return self._model
+
+    def _discover_model(self) -> str:
+        body = self._with_retries(lambda: self._request("GET", "/models"))
+        try:
+            return body["data"][0]["id"]
+        except (KeyError, IndexError, TypeError):
+            raise _TransportFailure("no_model", f"GET /models listed no model: {str(body)[:200]}", False) from None
 
     def _payload(self, messages: list[dict[str, str]]) -> dict:
         payload = {"model": self._model, "messages": messages, "temperature": 0.0,

@@ -35,10 +35,15 @@ def test_edits_in_two_sentences_have_separate_budgets():
 @pytest.mark.parametrize("edits,code", [
     ([_e("left pleural", "right pleural"), _e("pleural effusion", "pleural thickening")], "overlapping_edits"),
     ([_e("left", "left")], "noop_edit"),
-    ([_e("left", "right")] * 9, "too_many_edits"),
 ])
 def test_edit_level_rejections(edits, code):
     assert reason_code(_check(edits)) == code
+
+
+def test_edit_count_limit_and_schema_bound():
+    three = [_e("Small", "Large"), _e("Two", "Three"), _e("12", "15")]
+    assert reason_code(_check(three, limits=AnswerLimits(max_edits=2))) == "too_many_edits"
+    assert reason_code(_check([_e("left", "right")] * 9)) == "schema"  # maxItems 8 in the schema
 
 
 def test_wrong_kind_and_control_characters_fail_the_schema():
