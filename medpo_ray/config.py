@@ -85,7 +85,7 @@ class RolloutConfig(_Section):
 
 class CriticConfig(_Section):
     backend: Literal["reference", "openai"] = "reference"
-    base_url: str = "http://127.0.0.1:8000/v1"
+    base_url: str = Field("http://127.0.0.1:8000/v1", pattern=r"^https?://\S+$")
     model: str = ""
     # Name of the environment variable holding the API key; the key itself never goes in a config.
     api_key_env: str = "MEDPO_CRITIC_API_KEY"

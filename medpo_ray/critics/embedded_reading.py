@@ -44,14 +44,17 @@ class Statement:
 
     @property
     def present(self) -> bool:
+        """The statement asserts lesions (not a negation)."""
         return self.claim.status == "present"
 
     @property
     def side(self) -> Attr | None:
+        """The side word, if any."""
         return self.claim.side
 
     @property
     def count(self) -> Attr | None:
+        """The count word ("a", "one", "two", ...), if any."""
         return self.claim.count
 
     @property

@@ -111,8 +111,10 @@ class OpenAICritic(Critic):
                 status = resp.status_code
         except httpx.TimeoutException as e:
             raise _TransportFailure("timeout", f"{type(e).__name__} after {self.cfg.timeout_s} s", True) from None
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
             raise _TransportFailure("connection", f"{type(e).__name__}: {str(e)[:200]}", True) from None
+        except httpx.HTTPError as e:  # proxy, TLS, protocol errors: retrying will not help
+            raise _TransportFailure("connection", f"{type(e).__name__}: {str(e)[:200]}", False) from None
         text = body.decode("utf-8", errors="replace")
         if status != 200:
             retry = status == 429 or status >= 500

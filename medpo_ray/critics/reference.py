@@ -190,12 +190,12 @@ class ReferenceCritic(Critic):
         self.max_per_sentence = max_changed_words_per_sentence
 
     def review(self, record: Record, y0: str) -> CriticVerdict:
-        """Judge y0 against record.findings (reports) or record.target (VQA)."""
+        """Judge y0 against record.findings (reports) or record.target (VQA answers)."""
+        if record.task == "vqa":  # the target answer is the truth; no findings needed
+            return review_vqa(record, y0, self.tol, stable_hash(record.record_id), self.name)
         f = record.findings
         if not f or "lesions" not in f:
             return abstain("no_findings", f"record {record.record_id!r} has no structured lesions", self.name)
-        if record.task == "vqa":
-            return review_vqa(record, y0, self.tol, stable_hash(record.record_id), self.name)
         truth = {s: [les for les in f["lesions"] if les["side"] == s] for s in SIDES}
         try:
             findings, impression = read_report(y0, f["noun"], f["region"])

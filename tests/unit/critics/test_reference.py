@@ -136,9 +136,10 @@ def test_vqa_answers(target, qtype, y0, verdict, new):
         assert ReferenceCritic().review(rec, _fixed(y0, v)).verdict == "wrong"
 
 
-def test_vqa_with_two_answer_words_abstains():
-    rec = Record("q-2", "vqa", b"", "?", "left", findings={"lesions": []}, question_type="side")
-    assert reason_code(ReferenceCritic().review(rec, "left or right")) == "unreadable"
+def test_vqa_with_two_answer_words_abstains_and_needs_no_findings():
+    rec = Record("q-2", "vqa", b"", "Is there an effusion?", "yes")  # e.g. VQA-RAD: no structured findings
+    assert reason_code(ReferenceCritic().review(rec, "yes or no")) == "unreadable"
+    assert ReferenceCritic().review(rec, "No.").edits[0].new == "Yes"
 
 
 def test_counterfactual_is_deterministic_by_record_id(records):

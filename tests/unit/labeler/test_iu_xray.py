@@ -8,9 +8,11 @@ from medpo_ray.labeler.iu_xray import IUXrayUnavailable, evaluate, format_table,
 
 pytestmark = pytest.mark.unit
 
-# At or above what a ~30-line rule labeler scored on the same reports (shared/design/DATA.md).
-FLOORS = {"pleural_effusion": (0.89, 0.91), "cardiomegaly": (0.93, 0.82), "atelectasis": (0.94, 0.88),
-          "pneumothorax": (0.83, 0.85)}
+# Just under what this labeler scores (P/R effusion .97/.93, cardiomegaly .95/.87, atelectasis .97/.94,
+# pneumothorax .91/.87 on 3,927 reports), so a rule change that loses cases fails here. For reference,
+# DATA.md's ~30-line labeler: .89/.91, .97/.82, .94/.88, .83/.87. Pneumothorax has only 23 positives.
+FLOORS = {"pleural_effusion": (0.93, 0.90), "cardiomegaly": (0.92, 0.84), "atelectasis": (0.94, 0.91),
+          "pneumothorax": (0.83, 0.82)}
 
 
 def test_precision_recall_against_mesh_tags():
