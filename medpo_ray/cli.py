@@ -15,6 +15,7 @@ from medpo_ray.errors import MedpoError
 _COMMAND_MODULES = [
     "medpo_ray.data.cli",
     "medpo_ray.data.validate_cli",
+    "medpo_ray.models.cli",
     "medpo_ray.critics.check",
 ]
 

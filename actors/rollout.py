@@ -1,0 +1,100 @@
+"""RolloutActor: one vLLM engine (medpo_ray.rollout.engine) in a Ray actor, and the client a learner
+uses to sync weights into a group of them."""
+from __future__ import annotations
+
+import ray
+
+from medpo_ray.rollout.engine import GenerateResult, RolloutEngine, RolloutRequest, SamplingSpec
+from medpo_ray.rollout.weight_sync.base import WeightManifest, WeightPush
+
+
+@ray.remote
+class RolloutActor:
+    """Remote face of `RolloutEngine`; a push arrives resolved from the object store."""
+
+    def __init__(self, model_dir: str, **engine_kwargs):
+        self.engine = RolloutEngine(model_dir, **engine_kwargs)
+
+    def generate(self, requests: list[RolloutRequest], spec: SamplingSpec = SamplingSpec()) -> GenerateResult:
+        """Decode requests (see RolloutEngine.generate)."""
+        return self.engine.generate(requests, spec)
+
+    def policy_version(self) -> int:
+        """Version of the weights now serving."""
+        return self.engine.policy_version
+
+    def weight_manifest(self) -> WeightManifest:
+        """Names and shapes a push must carry."""
+        return self.engine.weight_manifest()
+
+    def apply_push(self, push: WeightPush) -> dict:
+        """Load a CPU weight push (see RolloutEngine.apply_push)."""
+        return self.engine.apply_push(push)
+
+    def init_weight_transfer_engine(self, init_info: dict) -> None:
+        """GPU: join the learner's NCCL group."""
+        self.engine.init_weight_transfer_engine(init_info)
+
+    def start_weight_update(self) -> None:
+        """GPU: open an update round."""
+        self.engine.start_weight_update()
+
+    def update_weights(self, update_info: dict) -> None:
+        """GPU: receive one broadcast round."""
+        self.engine.update_weights(update_info)
+
+    def finish_weight_update(self, weight_version: str | None = None) -> None:
+        """GPU: close the round, reset caches, bump the version."""
+        self.engine.finish_weight_update(weight_version)
+
+    def shutdown_weight_transfer_engine(self) -> None:
+        """GPU: leave the NCCL group."""
+        self.engine.shutdown_weight_transfer_engine()
+
+
+class RolloutGroup:
+    """A learner's handle on every rollout actor: the push target of both weight-sync transports.
+
+    CPU: the push is put into the object store once and each actor gets the reference (one control
+    call per actor per sync). GPU: vLLM's four-call weight-sync protocol, fanned out to every actor.
+    """
+
+    def __init__(self, actors: list, workers_per_engine: int = 1):
+        self.actors = list(actors)
+        self.workers_per_engine = workers_per_engine  # tensor-parallel size of each engine
+
+    def _all(self, method: str, *args) -> list:
+        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+
+    def apply_push(self, push: WeightPush) -> dict:
+        """Every actor loads the same push; figures are the slowest actor's."""
+        ref = ray.put(push)
+        replies = self._all("apply_push", ref)
+        return {**max(replies, key=lambda r: r["apply_s"]), "engines": len(replies)}
+
+    def weight_manifest(self) -> WeightManifest:
+        """The manifest of the group (every actor serves the same model)."""
+        return ray.get(self.actors[0].weight_manifest.remote())
+
+    def init_weight_transfer_engine(self, init_info: dict) -> None:
+        """GPU: every actor joins the NCCL group, each engine's workers at their own ranks."""
+        # vLLM gives all receivers one rank_offset; independent engines must not share ranks.
+        ray.get([a.init_weight_transfer_engine.remote(
+            {**init_info, "rank_offset": init_info["rank_offset"] + i * self.workers_per_engine})
+            for i, a in enumerate(self.actors)])
+
+    def start_weight_update(self) -> None:
+        """GPU: open a round on every actor."""
+        self._all("start_weight_update")
+
+    def update_weights(self, update_info: dict) -> None:
+        """GPU: every actor receives the broadcast."""
+        self._all("update_weights", update_info)
+
+    def finish_weight_update(self, weight_version: str | None = None) -> None:
+        """GPU: every actor closes the round and serves the new version."""
+        self._all("finish_weight_update", weight_version)
+
+    def shutdown_weight_transfer_engine(self) -> None:
+        """GPU: every actor leaves the NCCL group."""
+        self._all("shutdown_weight_transfer_engine")

@@ -1,0 +1,1 @@
+"""Policy models: the offline tiny Qwen2-VL factory, its presets and tokenizer, and loading helpers."""

@@ -1,0 +1,47 @@
+"""Do vLLM and transformers agree on the policy? Score the engine's completions with a transformers
+forward of the same weights and report the gap (`logprob_mismatch`; peers lose weeks to a silent one)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from medpo_ray.models.inputs import build_batch, open_image
+
+_MODEL_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
+
+
+def completion_logprobs(model, batch: dict) -> list[list[float]]:
+    """log p(completion token | prefix) per row of a `build_batch` batch, from one forward."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(**{k: batch[k] for k in _MODEL_KEYS}).logits.float()
+    # Logits at t predict token t+1.
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    picked = logp.gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    mask = batch["completion_mask"][:, 1:].bool()
+    return [picked[i][mask[i]].tolist() for i in range(picked.shape[0])]
+
+
+def logprob_mismatch(model, processor, rollouts: Sequence, images: dict, prompts: dict,
+                     batch_size: int = 8) -> dict:
+    """Compare each rollout's vLLM log-probs with transformers on the same (image, prompt, tokens).
+
+    `images` / `prompts` map item_id to the request's image and prompt text. Returns the max and mean
+    |difference| over all completion tokens, and how many prompts tokenized differently in the two
+    stacks (a non-zero count means the comparison itself is not like for like).
+    """
+    diffs: list[float] = []
+    prompt_mismatches = 0
+    for start in range(0, len(rollouts), batch_size):
+        chunk = [r for r in rollouts[start: start + batch_size] if r.token_ids]
+        if not chunk:
+            continue
+        batch = build_batch(processor, [open_image(images[r.item_id], r.item_id) for r in chunk],
+                            [prompts[r.item_id] for r in chunk], [r.token_ids for r in chunk])
+        hf = completion_logprobs(model, batch)
+        for r, n_prompt, ids, row in zip(chunk, batch["prompt_lengths"], batch["input_ids"], hf, strict=True):
+            prompt_mismatches += ids[:n_prompt].tolist() != list(r.prompt_token_ids)
+            diffs.extend(abs(a - b) for a, b in zip(r.logprobs, row, strict=True))
+    return {"logprob_max_abs_diff": max(diffs, default=0.0),
+            "logprob_mean_abs_diff": sum(diffs) / len(diffs) if diffs else 0.0,
+            "tokens": len(diffs), "prompt_mismatches": prompt_mismatches}
