@@ -44,7 +44,6 @@ class Learner:
         from deepspeed.accelerator import get_accelerator
 
         init_distributed(env)
-        seed_everything(seed)
         self.train, self.loss, self.env, self.max_length = train, loss, env, max_length
         self.model_dir = str(model_dir)
         self.zero3 = train.zero_stage == 3
@@ -63,6 +62,7 @@ class Learner:
         model = load_policy(model_dir)
         self.image_token_id = int(model.config.image_token_id)
         self.reference = None if train.finetune == "lora" else self._build_reference()
+        seed_everything(seed)  # right before the only random draw of the build: LoRA's init
         policy = prepare_policy(model, train).train()
         trainable = [p for p in policy.parameters() if p.requires_grad]
         optimizer = build_optimizer(trainable, train)

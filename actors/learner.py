@@ -1,0 +1,212 @@
+"""The learner group on Ray: N DeepSpeed ranks in one placement group, driven step by step.
+
+`LearnerRank` is a thin actor over `medpo_ray.training.Learner`. `LearnerGroup` places the ranks
+(one bundle each: {"CPU": cpus_per_rank} on CPU machines, plus {"GPU": gpus_per_rank} on GPU clusters,
+strategy from the config), wires their process group (rank 0's node address and a free port there),
+shards each global batch across them, and turns any rank's death or error into `LearnerFailed` after
+stopping the whole group: its other ranks would otherwise wait in a collective forever.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from medpo_ray.config import LossConfig, TrainConfig
+from medpo_ray.errors import MedpoError
+from medpo_ray.training.dist import DistEnv, free_port
+from medpo_ray.training.errors import LearnerFailed, TrainBatchError
+from medpo_ray.training.reduce import reduce_metrics
+
+
+class LearnerRank:
+    """One data-parallel rank: builds its `Learner` in `setup` and forwards every call to it."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+        self.learner = None
+
+    def node(self) -> dict:
+        """This actor's node id and address, for rank placement and the rendezvous address."""
+        return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address()}
+
+    def free_port(self, host: str) -> int:
+        """A free TCP port on this node (asked of rank 0, which hosts the rendezvous)."""
+        return free_port(host)
+
+    def setup(self, model_dir: str, train: TrainConfig, loss: LossConfig, env: DistEnv, seed: int,
+              max_length: int | None) -> dict:
+        """Join the process group and build the DeepSpeed engine (a collective over all ranks)."""
+        from medpo_ray.training.learner import Learner
+
+        t0 = time.perf_counter()
+        self.learner = Learner(model_dir, train, loss, env, seed=seed, max_length=max_length)
+        trainable = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel()
+                        for p in self.learner.engine.module.parameters() if p.requires_grad)
+        return {"rank": self.rank, "trainable_parameters": trainable, "seconds": time.perf_counter() - t0}
+
+    def _resolve(self, items: list) -> list:
+        refs = [i for i, x in enumerate(items) if isinstance(x, ray.ObjectRef)]
+        values = ray.get([items[i] for i in refs]) if refs else []
+        items = list(items)
+        for i, v in zip(refs, values, strict=True):
+            items[i] = v
+        return items
+
+    def train_step(self, items: list) -> dict:
+        """Learner.train_step on this rank's share (TrainExamples or ObjectRefs of them)."""
+        return self.learner.train_step(self._resolve(items))
+
+    def score(self, items: list) -> dict:
+        """Learner.score on this rank's share."""
+        return self.learner.score(self._resolve(items))
+
+    def export_weights(self) -> tuple[dict, dict]:
+        """(summary, tensors): the summary is small, so the group can check for errors without fetching."""
+        tensors = self.learner.export_weights()
+        return {"tensors": len(tensors), "bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
+                "step": self.learner.step}, tensors
+
+    def state_dict(self) -> dict:
+        """Learner.state_dict (this rank's view of every policy tensor)."""
+        return self.learner.state_dict()
+
+    def save_checkpoint(self, path: str) -> None:
+        """Learner.save_checkpoint."""
+        self.learner.save_checkpoint(path)
+
+    def load_checkpoint(self, path: str) -> dict:
+        """Learner.load_checkpoint."""
+        return self.learner.load_checkpoint(path)
+
+
+class LearnerGroup:
+    """N learner ranks training one policy with data parallelism; every method is a group-wide step."""
+
+    def __init__(self, model_dir: str | Path, train: TrainConfig, loss: LossConfig, *, seed: int = 0,
+                 max_length: int | None = None, setup_timeout_s: float = 600.0):
+        self.train, self.n = train, train.num_learners
+        self.timeout_s = train.stage_deadline_s
+        bundle = {"CPU": train.cpus_per_rank} | ({"GPU": train.gpus_per_rank} if train.gpus_per_rank else {})
+        self.pg = placement_group([bundle] * self.n, strategy=train.placement_strategy)
+        try:
+            ray.get(self.pg.ready(), timeout=setup_timeout_s)
+        except GetTimeoutError:
+            remove_placement_group(self.pg)
+            raise MedpoError(f"learner group: {self.n} bundle(s) of {bundle} ({train.placement_strategy}) could "
+                             f"not be placed in {setup_timeout_s:.0f} s; cluster resources: "
+                             f"{ray.cluster_resources()}") from None
+        gpu = train.gpus_per_rank > 0
+        env_vars = {"DS_ACCELERATOR": "cuda" if gpu else "cpu", "TOKENIZERS_PARALLELISM": "false"}
+        actor = ray.remote(LearnerRank)
+        self.ranks = [
+            actor.options(num_cpus=train.cpus_per_rank, num_gpus=train.gpus_per_rank, max_restarts=0,
+                          runtime_env={"env_vars": env_vars},
+                          scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i))
+            .remote(i) for i in range(self.n)]
+        nodes = self._all("node", timeout_s=setup_timeout_s)
+        master = nodes[0]["ip"]
+        port = self._one(0, "free_port", master, timeout_s=setup_timeout_s)
+        backend = train.dist_backend if train.dist_backend != "auto" else ("nccl" if gpu else "gloo")
+        local = self._local_ranks([n["node_id"] for n in nodes], gpu)
+        envs = [DistEnv(i, self.n, master, port, local[i][0], local[i][1], backend) for i in range(self.n)]
+        self.setup_info = self._each("setup", [(str(model_dir), train, loss, e, seed, max_length) for e in envs],
+                                timeout_s=setup_timeout_s)
+
+    @staticmethod
+    def _local_ranks(node_ids: list[str], gpu: bool) -> list[tuple[int, int]]:
+        # Ray gives each GPU actor its own CUDA_VISIBLE_DEVICES, so on GPUs every rank is device 0 of 1.
+        if gpu:
+            return [(0, 1)] * len(node_ids)
+        seen: dict[str, int] = defaultdict(int)
+        local = []
+        for node in node_ids:
+            local.append(seen[node])
+            seen[node] += 1
+        return [(lr, seen[node]) for lr, node in zip(local, node_ids, strict=True)]
+
+    def _wait(self, refs: list, timeout_s: float | None = None) -> list:
+        """Results in rank order; the first rank to fail stops the group and raises LearnerFailed."""
+        timeout_s = timeout_s or self.timeout_s
+        pending = {ref: rank for rank, ref in enumerate(refs)}
+        out: dict[int, object] = {}
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                rank = min(pending.values())
+                self.shutdown()
+                raise LearnerFailed(rank, f"no answer within {timeout_s:.0f} s (hung or too slow)")
+            rank = pending.pop(ready[0])
+            try:
+                out[rank] = ray.get(ready[0])
+            except (RayActorError, RayTaskError) as e:
+                self.shutdown()
+                cause = e.cause if isinstance(e, RayTaskError) and e.cause is not None else e
+                raise LearnerFailed(rank, f"{type(cause).__name__}: {cause}") from None
+        return [out[r] for r in range(len(refs))]
+
+    def _all(self, method: str, *args, timeout_s: float | None = None) -> list:
+        return self._wait([getattr(r, method).remote(*args) for r in self.ranks], timeout_s)
+
+    def _each(self, method: str, args: list[tuple], timeout_s: float | None = None) -> list:
+        return self._wait([getattr(r, method).remote(*a) for r, a in zip(self.ranks, args, strict=True)], timeout_s)
+
+    def _one(self, rank: int, method: str, *args, timeout_s: float | None = None):
+        ref = getattr(self.ranks[rank], method).remote(*args)
+        return self._wait([ref], timeout_s)[0]
+
+    def _shards(self, items: Sequence) -> list[tuple[list]]:
+        per = len(items) // self.n
+        return [(list(items[i * per:(i + 1) * per]),) for i in range(self.n)]
+
+    def train_step(self, items: Sequence) -> dict:
+        """One optimizer step on a global batch of `train.batch_size` TrainExamples (or ObjectRefs of them).
+
+        Rank i trains on the i-th contiguous 1/N of the batch; returns the step's metrics (see
+        reduce_metrics) with `trained_ids` for the ledger and `bad` for the examples left out.
+        """
+        if len(items) != self.train.batch_size:
+            raise TrainBatchError(f"learner group: got {len(items)} examples, train.batch_size is "
+                                  f"{self.train.batch_size}")
+        return reduce_metrics(self._each("train_step", self._shards(items)))
+
+    def score(self, items: Sequence) -> dict:
+        """Sequence log-probs of y+ / y- for policy and reference (len(items) must divide by N)."""
+        if len(items) % self.n:
+            raise TrainBatchError(f"learner group: {len(items)} examples do not split over {self.n} ranks")
+        parts = self._each("score", self._shards(items))
+        return {k: [x for p in parts for x in p[k]] for k in ("ids", "policy", "reference", "bad")}
+
+    def export_weights(self) -> tuple[ray.ObjectRef, dict]:
+        """(ObjectRef of rank 0's {HF name: tensor}, summary): the payload stays in the object store."""
+        pairs = [r.export_weights.options(num_returns=2).remote() for r in self.ranks]
+        summaries = self._wait([s for s, _ in pairs])
+        return pairs[0][1], summaries[0]
+
+    def state_dicts(self) -> list[dict]:
+        """Every rank's view of every policy tensor, in rank order (for checks; fetches them all)."""
+        return self._all("state_dict")
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Every rank writes its part of the checkpoint at `path` (storage all ranks can reach)."""
+        self._all("save_checkpoint", str(path))
+
+    def load_checkpoint(self, path: str | Path) -> dict:
+        """Every rank restores its part; returns the checkpoint's metadata (step, settings)."""
+        return self._all("load_checkpoint", str(path))[0]
+
+    def shutdown(self) -> None:
+        """Stop every rank and free the placement group (safe to call twice)."""
+        for r in self.ranks:
+            ray.kill(r, no_restart=True)
+        self.ranks = []
+        if self.pg is not None:
+            remove_placement_group(self.pg)
+            self.pg = None
