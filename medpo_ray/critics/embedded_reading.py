@@ -99,8 +99,10 @@ def _statement(text: str, claim: Claim, section: str, noun: str) -> Statement:
     where = f"{section} sentence {claim.sentence.text!r}"
     if claim.status == "uncertain":
         raise Unreadable(f"{where}: uncertain wording")
-    if "side" in claim.ambiguous:
-        raise Unreadable(f"{where}: more than one side")
+    if {"side", "count"} & set(claim.ambiguous):
+        raise Unreadable(f"{where}: more than one side or count word")
+    if claim.side is None and section == "findings":
+        raise Unreadable(f"{where}: no side")
     if claim.status == "absent":
         if claim.measurement or claim.severity or claim.count or plural:
             raise Unreadable(f"{where}: a negated finding with attributes")

@@ -108,7 +108,7 @@ def _options(st: Statement, truth: dict[str, list[dict]], tol: float) -> list[tu
 def _consistent(findings: Sequence[Statement], impression: Sequence[Statement], sides: Sequence[str | None],
                 truth: dict[str, list[dict]]) -> bool:
     f_sides = sides[:len(findings)]
-    if sorted(f_sides) != sorted(SIDES):
+    if sorted(f_sides, key=str) != sorted(SIDES):
         return False
     positive, negative = [], []
     for st, side in zip(impression, sides[len(findings):], strict=True):

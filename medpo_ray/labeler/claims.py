@@ -35,8 +35,8 @@ class Claim:
 
     `cue` is the negation or uncertainty cue that set `status` (None for a plain positive mention, or
     for a "normal ..." mention whose negation is its own wording). `ambiguous` names the attributes
-    for which the claim's clause holds conflicting values; a consumer that needs such an attribute
-    must not guess.
+    written more than once in the claim's clause ("right ... or the left ...", "two is two"); a
+    consumer that needs such an attribute must not guess which word holds it.
     """
 
     finding: str

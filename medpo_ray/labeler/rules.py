@@ -206,7 +206,8 @@ def _nearest(text: str, lo: int, hi: int, a: int, b: int, name: str) -> tuple[At
     if not hits:
         return None, False
     nearest = min(hits, key=lambda h: 0 if a <= h.span.start < b else min(abs(h.span.end - a), abs(h.span.start - b)))
-    return nearest, len({h.value for h in hits}) > 1
+    # Two words for one attribute, even equal ones, leave an editor guessing which one is the fact.
+    return nearest, len(hits) > 1
 
 
 def _claims_in_sentence(text: str, s: Span) -> list[Claim]:

@@ -2,6 +2,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from medpo_ray.critics.answer import AnswerLimits, changed_words, load_schema, reason_code, validate_answer
 
@@ -49,3 +51,14 @@ def test_edit_count_limit_and_schema_bound():
 def test_wrong_kind_and_control_characters_fail_the_schema():
     assert reason_code(_check([_e("left", "right", kind="synonym")])) == "schema"
     assert reason_code(_check([_e("left", "ri\u0007ght")])) == "schema"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=300), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.sampled_from(
+        ["verdict", "edits", "old", "new", "kind", "reason", "x"]), kids, max_size=4), max_leaves=12).map(json.dumps)))
+def test_any_answer_text_gives_a_verdict_and_only_checked_edits(raw):
+    v = validate_answer(raw, Y0, AnswerLimits(), load_schema("v1"))
+    assert v.verdict in ("wrong", "right", "abstain") and (v.verdict == "abstain") == (not v.edits)
+    assert all(Y0[e.start:e.start + len(e.old)] == e.old for e in v.edits)
