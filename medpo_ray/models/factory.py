@@ -55,3 +55,17 @@ def build_model(out_dir: str | Path, preset: ModelPreset, texts: Sequence[str], 
             "corpus_sha256": corpus_sha}
     (out / BUILD_INFO).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
     return info
+
+
+def resolve_model_dir(model_cfg) -> Path:
+    """The policy directory a `ModelConfig` names: its `path`, or its preset built once (cached)."""
+    from medpo_ray.models.corpus import grammar_texts
+    from medpo_ray.models.loading import check_model_dir
+    from medpo_ray.models.presets import get_preset
+
+    if model_cfg.path:
+        return check_model_dir(model_cfg.path)
+    out = Path(model_cfg.build_dir) / f"{model_cfg.preset}-seed{model_cfg.seed}"
+    if not (out / BUILD_INFO).is_file():  # written last, so its presence means a complete build
+        build_model(out, get_preset(model_cfg.preset), grammar_texts(), seed=model_cfg.seed)
+    return out

@@ -2,6 +2,7 @@
 with per-token log-probs, tagged with the policy_version of the weights that produced them."""
 from __future__ import annotations
 
+import logging
 import os
 import time
 import zlib
@@ -127,6 +128,9 @@ class RolloutEngine:
                            worker_extension_cls=WORKER_EXTENSION, **engine_kwargs)
         except (OSError, ValueError) as e:
             raise MedpoError(f"vLLM cannot serve {self.model_dir}: {e}") from None
+        # In-process on CPU the worker disables torch.set_num_threads for the whole process and warns on
+        # every call; vLLM's own renderer calls it twice per image request, flooding the actor logs.
+        logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
         self.policy_version = 0
 
     # ---------------------------------------------------------------- generation

@@ -98,3 +98,18 @@ def test_cli_reports_a_missing_dataset_without_traceback(tmp_path, capsys):
     assert main(["model", "tiny", "--out", str(tmp_path / "m"), "--data", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "no parquet files" in err and "Traceback" not in err
+
+
+def test_config_without_a_path_builds_its_preset_once(tmp_path):
+    from medpo_ray.config import ModelConfig
+    from medpo_ray.models.factory import resolve_model_dir
+    from medpo_ray.models.loading import ModelDirError
+
+    cfg = ModelConfig(preset="tiny", seed=2, build_dir=str(tmp_path))
+    first = resolve_model_dir(cfg)
+    assert first == tmp_path / "tiny-seed2"
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert resolve_model_dir(cfg) == first and (first / "model.safetensors").stat().st_mtime_ns == stamp
+    assert resolve_model_dir(ModelConfig(path=str(first))) == first
+    with pytest.raises(ModelDirError, match="does not exist"):
+        resolve_model_dir(ModelConfig(path=str(tmp_path / "nothing")))
