@@ -72,7 +72,8 @@ def read_meta(root: Path) -> dict:
         raise CheckpointError(f"{path}: unreadable: {e}") from None
 
 
-def _check_compatible(meta: dict, now: dict, root: Path) -> None:
+def check_compatible(meta: dict, now: dict, root: Path) -> None:
+    """Raise CheckpointError unless the checkpoint was written by a learner set up like this one."""
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{root}: checkpoint format {meta.get('format')!r}, this learner reads {FORMAT}")
     for key in _MUST_MATCH:
@@ -86,12 +87,16 @@ def _saved_weights(learner, root: Path, lora: bool) -> dict:
     if learner.zero3 and learner.rank != 0:
         return {}
     if lora:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         file = root / "adapter" / "adapter_model.safetensors"
         if not file.is_file():
             raise CheckpointError(f"{file} is missing")
-        saved = load_file(str(file))
+        try:
+            saved = load_file(str(file))
+        except (OSError, SafetensorError) as e:
+            raise CheckpointError(f"{file}: unreadable: {e}") from None
         names = [n for n, p in learner.engine.module.named_parameters() if p.requires_grad]
         # peft drops the adapter name from the keys it saves.
         return {n: saved[n.replace(f".{ADAPTER}.", ".")] for n in names if n.replace(f".{ADAPTER}.", ".") in saved}
@@ -116,7 +121,7 @@ def _load_hf_weights(model_dir: Path, hf_ds_config) -> dict:
 def load(learner, root: Path) -> dict:
     """Restore weights, optimizer (with fp32 master copies), scheduler, RNG and step counters."""
     meta = read_meta(root)
-    _check_compatible(meta, _meta(learner), root)
+    check_compatible(meta, _meta(learner), root)
     rank_dir = _rank_dir(root, learner.rank)
     if not rank_dir.is_dir():
         raise CheckpointError(f"{rank_dir} is missing (no state saved for rank {learner.rank})")

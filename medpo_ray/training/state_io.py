@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medpo_ray.training.errors import CheckpointError
@@ -103,7 +104,7 @@ def load_state(prefix: Path, live: Any = None) -> Any:
     try:
         tensors = load_file(str(files[0]))
         skeleton = json.loads(files[1].read_text())
-    except (OSError, ValueError) as e:  # safetensors and json both raise ValueError subclasses on bad bytes
+    except (OSError, ValueError, SafetensorError) as e:
         raise CheckpointError(f"checkpoint file {str(prefix)!r}.*: unreadable: {e}") from None
     try:
         return decode_state(skeleton, tensors, live, where=str(prefix))
