@@ -3,7 +3,9 @@
 FKL_t = KL(ref || θ) and RKL_t = KL(θ || ref) over the full vocabulary at the positions with k_t = 1.
 Those rows are gathered BEFORE any full-vocabulary work, so memory is (rows with k = 1) x V, not
 N x T x V; with `chunk_rows` > 0 the fp32 log_softmax runs over at most chunk_rows x V values at a
-time, forward and backward (the backward recomputes instead of storing fp32 probabilities).
+time, forward and backward (the backward recomputes instead of storing fp32 probabilities, and
+writes each chunk straight into the dense gradient of the logits, the one N x T x V buffer autograd
+needs in any case).
 The analytic gradient wrt the policy logits z (LOSS.md):
     ∂FKL/∂z = p_θ - p_ref,    ∂RKL/∂z = p_θ ⊙ (log p_θ - log p_ref - RKL).
 The reference is a constant: it never receives a gradient.
@@ -17,42 +19,57 @@ from medpo_ray.losses.checks import LossInputError, check_finite, check_logits, 
 from medpo_ray.losses.logprobs import math_dtype, row_chunks
 
 
-def _plogp_ratio(lp_a: torch.Tensor, lp_b: torch.Tensor) -> torch.Tensor:
-    """p_a ⊙ (log p_a - log p_b), with 0 where p_a = 0 (no 0·log 0 NaN for -inf logits)."""
-    p_a = lp_a.exp()
-    return torch.where(p_a > 0, p_a * (lp_a - lp_b), torch.zeros_like(p_a))
+def _log_probs(logits: torch.Tensor, n: torch.Tensor, s: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
+    return torch.log_softmax(logits[n, s].to(dt), dim=-1)
+
+
+def _times_finite(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """p ⊙ x in place in p, with 0 where p = 0 (a -inf logit: no 0·inf NaN); NaN from NaN logits stays."""
+    zero = p == 0
+    return p.mul_(x).masked_fill_(zero, 0)
 
 
 class _BidirectionalKL(torch.autograd.Function):
-    """Per row (FKL, RKL) in fp32 from policy and reference logit rows, chunked."""
+    """Per listed row (n, s): (FKL, RKL) between policy and reference logits, upcast, chunk by chunk.
+
+    In-place arithmetic keeps three upcast chunk x V buffers alive at a time, forward and backward.
+    """
 
     @staticmethod
-    def forward(ctx, policy_rows: torch.Tensor, ref_rows: torch.Tensor, chunk_rows: int):
-        dt = math_dtype(policy_rows.dtype)
-        fkl = torch.empty(policy_rows.shape[0], dtype=dt, device=policy_rows.device)
+    def forward(ctx, policy_logits: torch.Tensor, ref_logits: torch.Tensor, n: torch.Tensor, s: torch.Tensor,
+                chunk_rows: int):
+        dt = math_dtype(policy_logits.dtype)
+        fkl = torch.empty(n.shape[0], dtype=dt, device=policy_logits.device)
         rkl = torch.empty_like(fkl)
-        for s, e in row_chunks(policy_rows.shape[0], chunk_rows):
-            lp_t = torch.log_softmax(policy_rows[s:e].to(dt), dim=-1)
-            lp_r = torch.log_softmax(ref_rows[s:e].to(dt), dim=-1)
-            fkl[s:e] = _plogp_ratio(lp_r, lp_t).sum(-1)
-            rkl[s:e] = _plogp_ratio(lp_t, lp_r).sum(-1)
-        ctx.save_for_backward(policy_rows, ref_rows, rkl)
+        for a, b in row_chunks(n.shape[0], chunk_rows):
+            diff = _log_probs(policy_logits, n[a:b], s[a:b], dt)
+            lp_r = _log_probs(ref_logits, n[a:b], s[a:b], dt)
+            p_t = diff.exp()
+            diff.sub_(lp_r)  # log p_θ - log p_ref
+            p_r = lp_r.exp_()
+            rkl[a:b] = _times_finite(p_t, diff).sum(-1)
+            fkl[a:b] = -_times_finite(p_r, diff).sum(-1)
+        ctx.save_for_backward(policy_logits, ref_logits, n, s, rkl)
         ctx.chunk_rows = chunk_rows
         return fkl, rkl
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_fkl: torch.Tensor, grad_rkl: torch.Tensor):
-        policy_rows, ref_rows, rkl = ctx.saved_tensors
-        grad = torch.empty_like(policy_rows)
-        dt = math_dtype(policy_rows.dtype)
-        for s, e in row_chunks(policy_rows.shape[0], ctx.chunk_rows):
-            lp_t = torch.log_softmax(policy_rows[s:e].to(dt), dim=-1)
-            lp_r = torch.log_softmax(ref_rows[s:e].to(dt), dim=-1)
-            p_t = lp_t.exp()
-            g_rev = torch.where(p_t > 0, p_t * (lp_t - lp_r - rkl[s:e, None]), torch.zeros_like(p_t))
-            grad[s:e] = grad_fkl[s:e, None] * (p_t - lp_r.exp()) + grad_rkl[s:e, None] * g_rev
-        return grad, None, None
+        policy_logits, ref_logits, n, s, rkl = ctx.saved_tensors
+        grad = torch.zeros_like(policy_logits)
+        dt = math_dtype(policy_logits.dtype)
+        for a, b in row_chunks(n.shape[0], ctx.chunk_rows):
+            g = _log_probs(policy_logits, n[a:b], s[a:b], dt)
+            lp_r = _log_probs(ref_logits, n[a:b], s[a:b], dt)
+            p_t = g.exp()
+            g.sub_(lp_r).sub_(rkl[a:b, None])  # log p_θ - log p_ref - RKL
+            p_r = lp_r.exp_()
+            # g = grad_RKL · p_θ ⊙ (log p_θ - log p_ref - RKL) + grad_FKL · (p_θ - p_ref)
+            g = g.mul_(p_t).masked_fill_(p_t == 0, 0).mul_(grad_rkl[a:b, None].to(dt))
+            g.add_(p_t.sub_(p_r).mul_(grad_fkl[a:b, None].to(dt)))
+            grad[n[a:b], s[a:b]] = g.to(grad.dtype)
+        return grad, None, None, None, None
 
 
 def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, input_ids: torch.Tensor,
@@ -64,7 +81,7 @@ def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, input_ids: t
     if k[:, 0].any():
         raise LossInputError("kl mask k: marks position 0, which no logit predicts")
     n, t = k.nonzero(as_tuple=True)
-    fkl, rkl = _BidirectionalKL.apply(policy_logits[n, t - 1], ref_logits[n, t - 1].detach(), chunk_rows)
+    fkl, rkl = _BidirectionalKL.apply(policy_logits, ref_logits.detach(), n, t - 1, chunk_rows)
     check_finite("policy_logits/ref_logits (KL)", fkl + rkl, n, t)
     zeros = torch.zeros(input_ids.shape, dtype=fkl.dtype, device=fkl.device)
     return zeros.index_put((n, t), fkl), zeros.index_put((n, t), rkl)

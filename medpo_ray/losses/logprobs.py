@@ -4,9 +4,10 @@ Convention used by the whole loss package: every per-token tensor is indexed by 
 (the position of the token being predicted), so masks built on token positions line up without any
 shifting by the caller. The shift lives here only: the logits at position t-1 predict the token at t.
 
-Only completion positions are scored: their logit rows are gathered first, so the fp32 work is
-(completion tokens x V), never (N x T x V), and a chunked custom backward keeps at most
-`chunk_rows x V` fp32 values alive at a time (bf16 logits stay bf16 in memory).
+Only completion positions are scored: their logit rows are gathered before any full-vocabulary work,
+so the fp32 work is (completion tokens x V), never (N x T x V), and forward and backward read the rows
+`chunk_rows` at a time, so at most chunk_rows x V upcast values are alive at once (bf16 logits stay
+bf16 in memory; the backward recomputes the softmax instead of storing it).
 """
 from __future__ import annotations
 
@@ -28,32 +29,37 @@ def row_chunks(n: int, chunk_rows: int):
 
 
 class _TokenLogProb(torch.autograd.Function):
-    """log softmax(z)[y] per row, fp32, computed and differentiated chunk by chunk."""
+    """log softmax(logits[n, s])[y] for listed rows (n, s), upcast, computed and differentiated chunk by chunk.
+
+    Rows are read from the full logits one chunk at a time, never copied out all at once; the backward
+    writes each chunk's gradient straight into the (unavoidable) dense gradient of the logits.
+    """
 
     @staticmethod
-    def forward(ctx, rows: torch.Tensor, labels: torch.Tensor, chunk_rows: int) -> torch.Tensor:
-        dt = math_dtype(rows.dtype)
-        out = torch.empty(rows.shape[0], dtype=dt, device=rows.device)
-        for s, e in row_chunks(rows.shape[0], chunk_rows):
-            z = rows[s:e].to(dt)
-            out[s:e] = z.gather(-1, labels[s:e, None]).squeeze(-1) - torch.logsumexp(z, dim=-1)
-        ctx.save_for_backward(rows, labels)
+    def forward(ctx, logits: torch.Tensor, n: torch.Tensor, s: torch.Tensor, labels: torch.Tensor,
+                chunk_rows: int) -> torch.Tensor:
+        dt = math_dtype(logits.dtype)
+        out = torch.empty(n.shape[0], dtype=dt, device=logits.device)
+        for a, b in row_chunks(n.shape[0], chunk_rows):
+            z = logits[n[a:b], s[a:b]].to(dt)
+            out[a:b] = z.gather(-1, labels[a:b, None]).squeeze(-1) - torch.logsumexp(z, dim=-1)
+        ctx.save_for_backward(logits, n, s, labels)
         ctx.chunk_rows = chunk_rows
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        rows, labels = ctx.saved_tensors
-        grad = torch.empty_like(rows)
-        dt = math_dtype(rows.dtype)
-        for s, e in row_chunks(rows.shape[0], ctx.chunk_rows):
-            g = grad_out[s:e, None].to(dt)
+        logits, n, s, labels = ctx.saved_tensors
+        grad = torch.zeros_like(logits)
+        dt = math_dtype(logits.dtype)
+        for a, b in row_chunks(n.shape[0], ctx.chunk_rows):
+            g = grad_out[a:b, None].to(dt)
             # d/dz [z_y - logsumexp(z)] = onehot(y) - softmax(z)
-            gz = torch.softmax(rows[s:e].to(dt), dim=-1).mul_(-g)
-            gz.scatter_add_(-1, labels[s:e, None], g)
-            grad[s:e] = gz
-        return grad, None, None
+            gz = torch.softmax(logits[n[a:b], s[a:b]].to(dt), dim=-1).mul_(-g)
+            gz.scatter_add_(-1, labels[a:b, None], g)
+            grad[n[a:b], s[a:b]] = gz.to(grad.dtype)
+        return grad, None, None, None, None
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor,
@@ -63,6 +69,6 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, completion_mas
     check_shape("completion_mask", completion_mask, tuple(input_ids.shape))
     check_completion_mask(completion_mask)
     n, t = completion_mask.nonzero(as_tuple=True)
-    lp = _TokenLogProb.apply(logits[n, t - 1], input_ids[n, t], chunk_rows)
+    lp = _TokenLogProb.apply(logits, n, t - 1, input_ids[n, t], chunk_rows)
     check_finite(name, lp, n, t)
     return torch.zeros(input_ids.shape, dtype=lp.dtype, device=lp.device).index_put((n, t), lp)

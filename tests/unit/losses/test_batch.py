@@ -37,6 +37,8 @@ def test_rows_are_pair_major_and_route_to_examples_and_images(tok, examples):
             if r >= 0:
                 assert int(batch.row_example[r]) == b and int(batch.row_pair[r]) == p
                 assert int(batch.row_image[r]) == b + (B if p in (XC_NEG, XC_POS) else 0)
+    moved = batch.to("cpu")
+    assert moved.example_ids == batch.example_ids and moved.input_ids.equal(batch.input_ids)
     ex = examples[0]
     r = int(batch.pair_rows[XC_POS, 0])
     assert batch.input_ids[r, :len(ex.corrupt_prompt_ids)].tolist() == list(ex.corrupt_prompt_ids)

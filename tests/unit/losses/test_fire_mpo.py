@@ -205,3 +205,16 @@ def test_loss_is_batch_mean_and_order_invariant(tok, examples):
     whole = loss_of(examples)
     assert loss_of(examples[::-1]) == pytest.approx(whole, rel=1e-12)
     assert whole == pytest.approx(sum(loss_of([e]) for e in examples) / len(examples), rel=1e-12)
+
+
+def test_bf16_logits_give_the_fp64_loss_within_one_percent(tok, batch):
+    # Invariant 8 on the whole objective: bf16 logits (as a bf16 model emits them) are upcast for the math.
+    pol, ref = logits_for(batch, len(tok)), logits_for(batch, len(tok), 1)
+    cfg = LossConfig(alpha=0.5, rho_nll=0.1)
+    exact, _ = fire_mpo_loss(pol, ref, batch, cfg)
+    x = pol.to(torch.bfloat16).requires_grad_(True)
+    low, diag = fire_mpo_loss(x, ref.to(torch.bfloat16), batch, cfg)
+    assert low.dtype == torch.float32 and math.isfinite(low.item())
+    assert low.item() == pytest.approx(exact.item(), rel=1e-2)
+    low.backward()
+    assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad.float()).all()

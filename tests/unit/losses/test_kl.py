@@ -60,7 +60,7 @@ def test_gradient_matches_finite_differences_and_rows_sum_to_zero():
         return (lam * f + (1 - lam) * r).double().sum()
 
     x = pol.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(l_kl, (x,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(l_kl, (x,), eps=1e-6, atol=1e-6, fast_mode=True)
     l_kl(x).backward()
     # Softmax is shift invariant, so every vocabulary row of the gradient sums to 0.
     torch.testing.assert_close(x.grad.sum(-1), torch.zeros(k.shape, dtype=torch.float64), rtol=0, atol=1e-6)
