@@ -137,7 +137,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 class LossConfig(_Section):
     """Every knob of shared/design/LOSS.md; symbols as there. Defaults are the paper's (fire_mpo)."""
 
-    preset: Literal["fire_mpo", "rrpo", "mask_dpo", "dpo", "ddpo", "mdpo"] = "fire_mpo"
+    # Frozen: a preset is applied when the config is built; assigning one later would leave its knobs stale.
+    preset: Literal["fire_mpo", "rrpo", "mask_dpo", "dpo", "ddpo", "mdpo"] = Field("fire_mpo", frozen=True)
     beta: float = Field(0.1, gt=0)
     gamma: float = Field(0.1, ge=0)  # weight of the visual-contrastive term
     lam: float = Field(0.5, ge=0, le=1)  # λ: forward-KL share of the bidirectional KL

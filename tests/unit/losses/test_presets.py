@@ -45,3 +45,12 @@ def test_explicit_keys_win_over_the_preset_and_recipes_load():
 def test_out_of_range_or_unknown_knobs_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(overrides=[override])
+
+
+def test_preset_cannot_be_reassigned_after_its_knobs_were_filled():
+    cfg = LossConfig()
+    with pytest.raises(ValueError, match="frozen"):
+        cfg.preset = "dpo"
+    cfg.beta = 0.2  # other knobs stay assignable, and validated
+    with pytest.raises(ValueError, match="greater than 0"):
+        cfg.beta = 0.0
