@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 
@@ -101,22 +102,33 @@ def chat_prompt_ids(tokenizer, prompt: str, image_tokens: int = 1, image_token: 
 
 
 def _completion(tokenizer, text: str, spans: Sequence[Span], field: str) -> tuple[list[int], list[int]]:
-    if not text.strip():
-        raise LossInputError(f"{field}: empty response")
+    if not isinstance(text, str) or not text.strip():
+        raise LossInputError(f"{field}: empty response" if isinstance(text, str) else
+                             f"{field}: expected a string, got {type(text).__name__}")
     try:
         ids, mask = token_mask_for_text(tokenizer, text, spans)
     except MedpoError as e:
         raise LossInputError(f"{field}_spans: {e}") from None
+    except (TypeError, ValueError):
+        raise LossInputError(f"{field}_spans: expected (start, end) character offsets, got {spans!r}") from None
     # EOS is appended by id, so it can never fall inside an edited span.
     return ids + [tokenizer.eos_token_id], mask + [0]
 
 
+def _check_prompt(field: str, ids: Sequence[int], vocab: int) -> None:
+    if len(ids) == 0:
+        raise LossInputError(f"{field}: empty prompt")
+    # An id outside the vocabulary would only fail later, inside the model's embedding lookup.
+    bad = [i for i in ids if not isinstance(i, Integral) or not 0 <= i < vocab]
+    if bad:
+        raise LossInputError(f"{field}: token id {bad[0]!r} is not in the tokenizer's vocabulary of {vocab}")
+
+
 def _example_rows(ex: PairExample, tokenizer, pairs: Sequence[int]) -> dict[int, tuple[list, list, int]]:
     """pair -> (prompt + completion ids, edit mask over the same positions, prompt length)."""
-    if len(ex.prompt_ids) == 0:
-        raise LossInputError("prompt_ids: empty prompt")
-    if ex.has_corrupt and ex.corrupt_prompt_ids is not None and len(ex.corrupt_prompt_ids) == 0:
-        raise LossInputError("corrupt_prompt_ids: empty prompt")
+    _check_prompt("prompt_ids", ex.prompt_ids, len(tokenizer))
+    if ex.has_corrupt and ex.corrupt_prompt_ids is not None:
+        _check_prompt("corrupt_prompt_ids", ex.corrupt_prompt_ids, len(tokenizer))
     pos = _completion(tokenizer, ex.chosen, ex.chosen_spans, "chosen")
     neg = _completion(tokenizer, ex.rejected, ex.rejected_spans, "rejected")
     corrupt = list(ex.corrupt_prompt_ids if ex.corrupt_prompt_ids is not None else ex.prompt_ids)

@@ -76,6 +76,9 @@ def test_bad_examples_are_named_counted_and_lose_nothing_else(tok, examples):
         PairExample("empty_y", p, "   ", "A mass.", [], [(2, 6)]),
         PairExample("no_prompt", [], "No mass.", "A mass.", [(0, 2)], [(2, 6)]),
         PairExample("too_long", p, "mass " * 200, "A mass.", [(0, 4)], [(2, 6)]),
+        PairExample("not_text", p, None, "A mass.", [], [(2, 6)]),
+        PairExample("bad_spans", p, "No mass.", "A mass.", [(0, 2)], [("a",)]),
+        PairExample("bad_id", [*p[:-1], 10**6], "No mass.", "A mass.", [(0, 2)], [(2, 6)]),
     ]
     batch = build_preference_batch([bad[0], examples[0], *bad[1:], examples[1]], tok, max_length=256)
     assert batch.example_ids == ["ex0", "ex1"]
@@ -84,6 +87,9 @@ def test_bad_examples_are_named_counted_and_lose_nothing_else(tok, examples):
     assert got["empty_y"] == ("chosen", "empty response")
     assert got["no_prompt"][0] == "prompt_ids"
     assert got["too_long"][0] == "prompt + response" and "max_length 256" in got["too_long"][1]
+    assert got["not_text"] == ("chosen", "expected a string, got NoneType")
+    assert got["bad_spans"][0] == "rejected_spans" and "character offsets" in got["bad_spans"][1]
+    assert got["bad_id"][0] == "prompt_ids" and "1000000" in got["bad_id"][1]
     assert "record 'span_out', field 'rejected_spans'" in str(batch.bad[0])
     with pytest.raises(LossInputError, match="no usable example.*empty_y"):
         build_preference_batch(bad[1:2], tok)
