@@ -1,5 +1,7 @@
 """The DeepSpeed learner group on a local Ray cluster: 2 ranks (gloo, CPU) on the tiny policy and real
 minimal-edit pairs, checked against a plain single-process torch run of the same global batch."""
+import dataclasses
+
 import pytest
 import ray
 import torch
@@ -34,8 +36,8 @@ def batch():
 
 def train_config(**kw) -> TrainConfig:
     # 2 ranks x micro-batch 1 x 2 accumulation steps = global batch 4; a 10-step cosine schedule.
-    return TrainConfig(batch_size=4, micro_batch=1, num_learners=2, cpus_per_rank=1, lr=1e-3, steps=10,
-                       grad_clip=1.0, **kw)
+    return TrainConfig(**{"batch_size": 4, "micro_batch": 1, "num_learners": 2, "cpus_per_rank": 1, "lr": 1e-3,
+                          "steps": 10, "grad_clip": 1.0, **kw})
 
 
 def torch_reference(model_dir, train: TrainConfig, batch, steps: int) -> tuple[dict, list, list, object]:
@@ -131,7 +133,9 @@ def test_zero1_full_finetune_matches_single_process_and_resumes_exactly(local_ra
 
 
 def test_zero3_lora_trains_only_adapters_and_keeps_the_reference(local_ray, model_dir, batch, tmp_path):
-    train = train_config(zero_stage=3, finetune="lora", lora_r=8, lora_alpha=16, lora_dropout=0.0)
+    # micro-batch 2: ZeRO-3 gathers parameters module by module on every forward; accumulation is the
+    # ZeRO-1 test's business.
+    train = train_config(zero_stage=3, finetune="lora", lora_r=8, lora_alpha=16, lora_dropout=0.0, micro_batch=2)
     group = LearnerGroup(model_dir, train, LOSS)
     before = group.state_dicts()[0]
     scores0 = group.score(batch)
@@ -163,7 +167,14 @@ def test_zero3_lora_trains_only_adapters_and_keeps_the_reference(local_ray, mode
     resumed.load_checkpoint(tmp_path / "ckpt")
     again = resumed.train_step(batch)
     final = resumed.state_dicts()[0]
+    # A micro-batch left empty by bad input on one rank: every rank skips the step together, nothing hangs.
+    broken = [*batch[:2], *(dataclasses.replace(ex, image=b"not an image") for ex in batch[2:])]
+    skipped = resumed.train_step(broken)
+    unchanged = resumed.state_dicts()[0]
     resumed.shutdown()
     assert again["loss"] == metrics[-1]["loss"]
     for k in states[0]:
         assert torch.equal(final[k], states[0][k]), k
+    assert skipped["skipped_step"] == 1 and skipped["trained_ids"] == [] and skipped["step"] == 2
+    assert len(skipped["bad"]) == 2 and batch[3].example_id in skipped["bad"][1] and "'image'" in skipped["bad"][1]
+    assert all(torch.equal(unchanged[k], final[k]) for k in final)
