@@ -113,11 +113,13 @@ def _step_setup(variant: str):
 
 
 def child_step_memory(variant: str) -> dict:
+    """Peak memory two loss steps of `variant` (trl, dpo, fire_mpo) add to a fresh process."""
     step, tokens = _step_setup(variant)
     return {"peak_mb": _peak_added_mb(lambda: [step() for _ in range(2)]), "tokens": tokens}
 
 
 def child_step_timing(rounds: int) -> dict:
+    """Median step seconds of trl, dpo and fire_mpo, run interleaved after two warm-up rounds."""
     steps = {v: _step_setup(v)[0] for v in ("trl", "dpo", "fire_mpo")}
     times = {v: [] for v in steps}
     for r in range(rounds + 2):
@@ -158,6 +160,7 @@ def _naive_kl(pol, ref, k, lam=0.5):
 
 
 def child_kl(variant: str) -> dict:
+    """Peak memory and time of one KL forward + backward: naive, gathered or chunked."""
     from medpo_ray.losses import token_kl
 
     pol, ref, ids, k = _kl_inputs()
