@@ -78,15 +78,14 @@ def train_step_s(model, processor, rollouts, imgs, prompt: str) -> float:
     """One optimizer step (forward + backward + AdamW) over the rollouts: the learner's share of a step."""
     import torch
 
-    from medpo_ray.models.inputs import build_batch, open_image
+    from medpo_ray.models.inputs import build_batch, model_inputs, open_image
 
     batch = build_batch(processor, [open_image(b) for b in imgs], [prompt] * len(imgs),
                         [r.token_ids for r in rollouts])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
     model.train()
     t = time.perf_counter()
-    keys = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
-    logits = model(**{k: batch[k] for k in keys}).logits
+    logits = model(**model_inputs(batch)).logits
     logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch["input_ids"][:, 1:, None])
     loss = -(logp.squeeze(-1) * batch["completion_mask"][:, 1:]).sum() / batch["completion_mask"].sum()
     loss.backward()

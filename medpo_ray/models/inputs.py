@@ -31,12 +31,11 @@ def open_image(data, item: str = "?"):
 
 def image_token_count(processor, image, item: str = "?") -> int:
     """How many placeholder tokens the processor expands this image to (raises ImageError if unusable)."""
-    ip = processor.image_processor
     try:
-        patches = ip.get_number_of_image_patches(image.height, image.width, {})
+        counts = processor._get_num_multimodal_tokens(image_sizes=[(image.height, image.width)])
     except ValueError as e:  # e.g. an aspect ratio the processor refuses
         raise ImageError(f"item {item!r}: image {image.width}x{image.height} rejected by the processor: {e}") from None
-    return patches // (getattr(ip, "merge_size", 1) ** 2)
+    return int(counts.num_image_tokens[0])
 
 
 def render_prompt(processor, prompt: str) -> str:
@@ -54,20 +53,26 @@ def build_batch(processor, images: Sequence, prompts: Sequence[str],
                 completions: Sequence[Sequence[int]]) -> dict:
     """A right-padded transformers batch of prompt+completion with the completion positions marked.
 
-    Returns the model's keyword arguments (input_ids, attention_mask, pixel_values, image_grid_thw,
-    mm_token_type_ids) plus `completion_mask` (1 where input_ids holds a completion token) and
-    `prompt_lengths`. Logits at position t predict token t+1, so a scorer shifts by one.
+    Returns the model's keyword arguments (input_ids, attention_mask, the processor's image tensors such
+    as pixel_values / image_grid_thw, and mm_token_type_ids where the model takes it) plus
+    `completion_mask` (1 where input_ids holds a completion token) and `prompt_lengths` (see
+    `model_inputs`). Logits at position t predict token t+1, so a scorer shifts by one.
     """
     import torch
 
     if not (len(images) == len(prompts) == len(completions)):
         raise ValueError("images, prompts and completions must have the same length")
+    # transformers 5 Qwen2-VL needs mm_token_type_ids for its 3-D rotary positions; models that do not
+    # declare it (LLaVA-style) must not be given it.
+    typed = "mm_token_type_ids" in processor.model_input_names
     enc = processor(text=[render_prompt(processor, p) for p in prompts], images=list(images),
-                    return_mm_token_type_ids=True)
+                    return_mm_token_type_ids=typed)
     rows, types, comp_masks = [], [], []
-    for ids, tt, comp in zip(enc["input_ids"], enc["mm_token_type_ids"], completions, strict=True):
+    for i, comp in enumerate(completions):
+        ids = enc["input_ids"][i]
         rows.append(list(ids) + list(comp))
-        types.append(list(tt) + [0] * len(comp))  # completion tokens are text, whatever their id
+        if typed:  # completion tokens are text, whatever their id
+            types.append(list(enc["mm_token_type_ids"][i]) + [0] * len(comp))
         comp_masks.append([0] * len(ids) + [1] * len(comp))
     width = max(len(r) for r in rows)
     pad = processor.tokenizer.pad_token_id
@@ -75,12 +80,15 @@ def build_batch(processor, images: Sequence, prompts: Sequence[str],
     def padded(seqs, value):
         return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
 
-    return {
-        "input_ids": padded(rows, pad),
-        "attention_mask": padded([[1] * len(r) for r in rows], 0),
-        "mm_token_type_ids": padded(types, 0),
-        "pixel_values": torch.as_tensor(enc["pixel_values"]),
-        "image_grid_thw": torch.as_tensor(enc["image_grid_thw"]),
-        "completion_mask": padded(comp_masks, 0),
-        "prompt_lengths": [len(ids) for ids in enc["input_ids"]],
-    }
+    batch = {k: torch.as_tensor(v) for k, v in enc.items() if k not in ("input_ids", "attention_mask",
+                                                                         "mm_token_type_ids")}
+    batch.update(input_ids=padded(rows, pad), attention_mask=padded([[1] * len(r) for r in rows], 0),
+                 completion_mask=padded(comp_masks, 0), prompt_lengths=[len(ids) for ids in enc["input_ids"]])
+    if typed:
+        batch["mm_token_type_ids"] = padded(types, 0)
+    return batch
+
+
+def model_inputs(batch: dict) -> dict:
+    """The keyword arguments of the model's forward from a `build_batch` batch."""
+    return {k: v for k, v in batch.items() if k not in ("completion_mask", "prompt_lengths")}

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medpo_ray.models.inputs import build_batch, open_image
-
-_MODEL_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
+from medpo_ray.models.inputs import build_batch, model_inputs, open_image
 
 
 def completion_logprobs(model, batch: dict) -> list[list[float]]:
@@ -14,7 +12,7 @@ def completion_logprobs(model, batch: dict) -> list[list[float]]:
     import torch
 
     with torch.no_grad():
-        logits = model(**{k: batch[k] for k in _MODEL_KEYS}).logits.float()
+        logits = model(**model_inputs(batch)).logits.float()
     # Logits at t predict token t+1.
     logp = torch.log_softmax(logits[:, :-1], dim=-1)
     picked = logp.gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
