@@ -1,13 +1,22 @@
 """Names, kinds and labels of every metric medpo-ray exports (ARCHITECTURE.md section 6).
 
 This module is the single source of truth: actors create `ray.util.metrics` objects from these specs,
-the Grafana dashboard and the alert rules may reference only names listed here (a test checks it), and
-Ray's exporter prefixes each name with `ray_`, so Prometheus sees `ray_medpo_*`. Label values are
-bounded enumerations (stage, queue, term, ...), never ids or free text, so no secret or record content
-can reach a label.
+the Grafana dashboard and the alert rules may reference only names listed here (a test checks it).
+
+What Ray 2.60 exports (checked against a live `ray start --head --metrics-export-port`, OpenTelemetry
+path, the default): every name gets the `ray_` prefix; a counter keeps its name when it already ends in
+`_total` (Ray appends `_total` otherwise, so every counter here ends in it); a histogram appears only as
+`_bucket` / `_sum` / `_count`, never under its bare name, and its `_sum` is approximate (Ray rebuilds
+it from bucket midpoints; the last bucket counts as twice its bound), so dashboards use the buckets;
+each process (actor or driver) exports its own series, told apart by a `WorkerId` label, so queries
+aggregate with `sum by (...)` / `max by (...)`; a gauge not set again within two export intervals
+disappears (actors/metrics.py re-sets live gauges for that reason).
+Label values are bounded enumerations (stage, queue, term, ...), never ids or free text, so no secret
+or record content can reach a label.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,7 +24,11 @@ Kind = Literal["counter", "gauge", "histogram"]
 
 EXPORT_PREFIX = "ray_"
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-STALENESS_BUCKETS = (0, 1, 2, 3, 4, 8, 16)
+# A label value is a short identifier: long or free-form text (an exception message, a report, an API
+# key) cannot pass, which keeps secrets and record content out of Prometheus and bounds cardinality.
+LABEL_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}")
+# Ray rejects a bucket boundary <= 0; 0.5 holds the on-policy case (staleness 0).
+STALENESS_BUCKETS = (0.5, 1, 2, 3, 4, 8, 16)
 
 
 @dataclass(frozen=True)
@@ -30,8 +43,14 @@ class MetricSpec:
 
     @property
     def exported(self) -> str:
-        """The name Prometheus sees (Ray's prefix; counters get no `_total` added by Ray)."""
+        """The exported base name (`ray_` + name); for a histogram, the stem of its three series."""
         return EXPORT_PREFIX + self.name
+
+    def series(self) -> tuple[str, ...]:
+        """The series names Prometheus stores for this metric."""
+        if self.kind == "histogram":
+            return (f"{self.exported}_bucket", f"{self.exported}_sum", f"{self.exported}_count")
+        return (self.exported,)
 
 
 SPECS: tuple[MetricSpec, ...] = (
@@ -63,10 +82,28 @@ BY_NAME: dict[str, MetricSpec] = {s.name: s for s in SPECS}
 
 
 def exported_names() -> set[str]:
-    """Every series name Prometheus can see, including histogram/counter suffixes."""
-    names = set()
-    for s in SPECS:
-        names.add(s.exported)
-        if s.kind == "histogram":
-            names |= {f"{s.exported}_bucket", f"{s.exported}_sum", f"{s.exported}_count"}
-    return names
+    """Every series name Prometheus can see from medpo-ray (histograms as their three series)."""
+    return {name for s in SPECS for name in s.series()}
+
+
+def spec(name: str) -> MetricSpec:
+    """The spec of `name`; a ValueError lists the known names when it is not one."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; medpo_ray.metrics.SPECS has: "
+                         f"{', '.join(sorted(BY_NAME))}") from None
+
+
+def check_labels(metric: MetricSpec, labels: dict[str, object]) -> dict[str, str]:
+    """The labels of one sample, checked: exactly the declared keys, each value a short identifier."""
+    if set(labels) != set(metric.labels):
+        raise ValueError(f"metric {metric.name}: labels {sorted(labels)} given, "
+                         f"{sorted(metric.labels)} declared")
+    for key, value in labels.items():
+        if not isinstance(value, str) or not LABEL_VALUE.fullmatch(value):
+            # The value itself is left out of the message: it may be the very text that must not leak.
+            raise ValueError(f"metric {metric.name}: label {key} must be a short identifier "
+                             f"(letters, digits, _.:-, at most 32 chars), got a {type(value).__name__} "
+                             f"of length {len(str(value))}")
+    return dict(labels)
