@@ -22,6 +22,7 @@ import yaml
 
 from medpo_ray.metrics import SPECS, exported_names
 from tests.integration.promstack import prometheus, ray_head, wait_until
+from tests.unit.deploy.test_dashboard_rules import dashboard_queries
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +77,9 @@ def _scrape_config(sd_file: Path) -> dict:
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = [str(REPO / "deploy/prometheus" / f) for f in config["rule_files"]]
     [job] = config["scrape_configs"]
-    job["file_sd_configs"][0]["files"] = [str(sd_file)]
+    # Ray rewrites the file as nodes register; re-reading it each second (not each minute) keeps the
+    # test short when Prometheus misses a rewrite.
+    job["file_sd_configs"][0].update(files=[str(sd_file)], refresh_interval="1s")
     return config
 
 
@@ -159,6 +162,13 @@ def test_series_carry_exactly_the_declared_labels_and_no_secret(stack):
                 own = set(series) - RAY_LABELS - {"le"}
                 assert own == set(s.labels), (name, series)
                 assert all(series[k] == LABEL_VALUE for k in own)
+
+
+def test_every_dashboard_panel_query_returns_series(stack):
+    _, prom, _ = stack
+    queries = dashboard_queries()
+    wait_until("every dashboard query to return series",
+               lambda: all(prom.query(expr) for expr in queries.values()), 60, interval_s=1)
 
 
 def test_shipped_alert_rules_load_and_evaluate(stack):
