@@ -17,6 +17,7 @@ _COMMAND_MODULES = [
     "medpo_ray.data.validate_cli",
     "medpo_ray.models.cli",
     "medpo_ray.critics.check",
+    "medpo_ray.sft.cli",
 ]
 
 AddCommand = Callable[..., argparse.ArgumentParser]

@@ -68,13 +68,23 @@ class ModelConfig(_Section):
 
 
 class SFTConfig(_Section):
+    """Supervised warm start (medpo_ray/sft): AdamW, linear warmup then cosine, with a time budget."""
+
     steps: int = Field(900, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(2e-3, gt=0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, ge=0)  # max gradient norm; 0: no clipping
     warmup_steps: int = Field(30, ge=0)
+    # Wall-clock budget: training stops when it runs out, and the cosine anneals by whichever of steps
+    # and seconds is further along, so a time-capped run still ends at a small learning rate.
     max_seconds: float = Field(600, gt=0)
+    # Share of each batch drawn from report records (the rest from VQA records) when both exist.
+    report_fraction: float = Field(0.5, ge=0, le=1)
+    # Dense lesion-cell BCE on the vision tower (DATA.md, "Learnability"); needs lesion masks.
     aux_lesion_loss: bool = True
     aux_weight: float = Field(1.0, ge=0)
+    # Checkpoints are cached under out_dir/<hash of data, base model and this section>.
     out_dir: str = "artifacts/sft"
 
 

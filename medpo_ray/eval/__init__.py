@@ -1,0 +1,1 @@
+"""Evaluation of a policy: structured accuracy against findings ground truth, with baselines."""

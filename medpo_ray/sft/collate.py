@@ -1,0 +1,146 @@
+"""SFT batches: prompt + target + EOS under the chat template, the loss on the answer only, and each
+image's lesion-cell target for the auxiliary loss.
+
+Records are prepared once (image and mask decoded, completion tokenized, length checked); a record
+that cannot be trained on becomes a BadRecord naming its field, and the rest go on.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from medpo_ray.data.record import BadRecord, Record
+from medpo_ray.errors import MedpoError
+from medpo_ray.models.inputs import (
+    build_batch,
+    encode_completion,
+    image_token_count,
+    open_image,
+    render_prompt,
+)
+
+IGNORE_INDEX = -100  # label of positions without loss (transformers' convention)
+_SOURCE = "sft"
+
+
+class SFTDataError(MedpoError):
+    """No usable training record, or none of a kind the configuration asks for."""
+
+
+@dataclass(frozen=True)
+class SFTItem:
+    """One prepared training example; `mask` is the lesion mask at image resolution (None: unknown)."""
+
+    record_id: str
+    task: str
+    image: object  # PIL RGB image
+    prompt: str
+    completion: tuple[int, ...]  # target ids followed by EOS
+    mask: np.ndarray | None
+
+
+def decode_mask(data: bytes, size: tuple[int, int], item: str) -> np.ndarray:
+    """Nonzero pixels of an encoded mask PNG as a bool (height, width) array matching `size` (w, h)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            mask = np.asarray(img.convert("L")) > 0
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise MedpoError(f"item {item!r}: lesion mask cannot be decoded: {e}") from None
+    if mask.shape != (size[1], size[0]):
+        raise MedpoError(f"item {item!r}: lesion mask is {mask.shape[1]}x{mask.shape[0]}, "
+                         f"image is {size[0]}x{size[1]}")
+    return mask
+
+
+def lesion_cells(mask: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(rows, cols) float grid: the fraction of each merged image cell's pixels that are lesion.
+
+    The processor resizes the whole image onto rows x cols cells of 28 x 28 resized pixels, so cell
+    (i, j) covers original rows [i*H/rows, (i+1)*H/rows); a pixel straddling two cells counts for both.
+    """
+    h, w = mask.shape
+    out = np.zeros((rows, cols), np.float32)
+    for i in range(rows):
+        r0, r1 = (i * h) // rows, -(-((i + 1) * h) // rows)
+        for j in range(cols):
+            c0, c1 = (j * w) // cols, -(-((j + 1) * w) // cols)
+            out[i, j] = mask[r0:r1, c0:c1].mean()
+    return out
+
+
+def end_of_turn_id(tok) -> int:
+    """The token that ends an assistant turn: <|im_end|> in Qwen chat templates, else the tokenizer's EOS."""
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tok.unk_token_id:
+        return im_end
+    if tok.eos_token_id is None:
+        raise SFTDataError("the tokenizer has neither <|im_end|> nor an EOS token to end an answer with")
+    return tok.eos_token_id
+
+
+def prepare(records: Sequence[Record], processor, max_length: int,
+            with_masks: bool = True) -> tuple[list[SFTItem], list[BadRecord]]:
+    """SFTItems of the trainable records and a BadRecord (id, field, reason) for each other one."""
+    tok = processor.tokenizer
+    eos = end_of_turn_id(tok)
+    prompt_len: dict[str, int] = {}
+    images: dict[bytes, tuple] = {}  # VQA records share their study's image bytes: decode once
+    items, bad = [], []
+    for rec in records:
+        field = "image"
+        try:
+            if rec.image not in images:
+                img = open_image(rec.image, rec.record_id)
+                images[rec.image] = (img, image_token_count(processor, img, rec.record_id))
+            image, n_image = images[rec.image]
+            field = "target"
+            if not rec.target.strip():
+                raise MedpoError(f"item {rec.record_id!r}: empty target")
+            completion = (*encode_completion(processor, rec.target), eos)
+            field = "prompt"
+            if rec.prompt not in prompt_len:
+                prompt_len[rec.prompt] = len(tok(render_prompt(processor, rec.prompt), add_special_tokens=False)
+                                             ["input_ids"])
+            length = prompt_len[rec.prompt] - 1 + n_image + len(completion)
+            if length > max_length:
+                raise MedpoError(f"item {rec.record_id!r}: {length} tokens with image and target, "
+                                 f"model.max_model_len is {max_length}")
+            field = "lesion_mask"
+            mask = decode_mask(rec.lesion_mask, image.size, rec.record_id) \
+                if with_masks and rec.lesion_mask is not None else None
+        except MedpoError as e:
+            bad.append(BadRecord(rec.record_id, field, str(e), _SOURCE))
+            continue
+        items.append(SFTItem(rec.record_id, rec.task, image, rec.prompt, completion, mask))
+    return items, bad
+
+
+def collate(items: Sequence[SFTItem], processor, merge_size: int = 2) -> dict:
+    """Model kwargs with `labels` (IGNORE_INDEX outside the completion), plus `cell_targets`: per merged image
+    cell, in the vision tower's order (image by image, row-major), [holds lesion pixels, lesion fraction];
+    and `cell_valid`, False for the cells of images without a mask."""
+    import torch
+
+    batch = build_batch(processor, [it.image for it in items], [it.prompt for it in items],
+                        [list(it.completion) for it in items])
+    comp = batch.pop("completion_mask")
+    batch.pop("prompt_lengths")
+    batch["labels"] = batch["input_ids"].masked_fill(comp == 0, IGNORE_INDEX)
+    targets, valid = [], []
+    for it, (t, h, w) in zip(items, batch["image_grid_thw"].tolist(), strict=True):
+        n = t * (h // merge_size) * (w // merge_size)
+        if it.mask is None:  # no mask known: its cells take no part in the auxiliary loss
+            targets.append(np.zeros((n, 2), np.float32))
+            valid.append(np.zeros(n, bool))
+        else:
+            cover = np.tile(lesion_cells(it.mask, h // merge_size, w // merge_size).reshape(-1), t)
+            targets.append(np.stack([cover > 0, cover], axis=1).astype(np.float32))
+            valid.append(np.ones(n, bool))
+    batch["cell_targets"] = torch.from_numpy(np.concatenate(targets))
+    batch["cell_valid"] = torch.from_numpy(np.concatenate(valid))
+    return batch
