@@ -1,7 +1,7 @@
 """A real Ray head and a real Prometheus on this machine, for integration tests that check metrics.
 
-`ray_head()` starts `ray start --head --block` with its own temp dir, free ports, token auth and a 1 s
-metrics report interval; `prometheus(config)` starts Debian's /usr/bin/prometheus on a loopback port
+`ray_head()` starts `ray start --head --block` with its own temp dir, free ports, token auth, every
+port on loopback and a 1 s metrics report interval; `prometheus(config)` starts Debian's /usr/bin/prometheus on a loopback port
 with a tmp storage dir. Both stop only the processes they started (never `ray stop`, which would kill
 every Ray on the machine, other tests' included). Waits poll with a deadline; no fixed sleeps.
 """
@@ -107,7 +107,18 @@ class RayHead:
     def env(self, token: str | None = None) -> dict[str, str]:
         """Environment for a Ray CLI or driver process talking to this cluster (`token` overrides)."""
         return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token or self.token,
-                "RAY_USAGE_STATS_ENABLED": "0"}
+                "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+    def listening(self) -> set[tuple[str, int]]:
+        """(address, port) of every TCP socket the cluster's processes listen on."""
+        addrs = set()
+        for p in [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]:
+            try:
+                conns = p.net_connections(kind="tcp")
+            except psutil.NoSuchProcess:
+                continue
+            addrs |= {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+        return addrs
 
     def cli(self, *args: str, token: str | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess:
         """Run `ray <args>` against this cluster; output captured as text."""
@@ -128,8 +139,13 @@ def ray_head(num_cpus: int = 2, report_interval_ms: int = 1000, timeout_s: float
            "RAY_metrics_report_interval_ms": str(report_interval_ms),
            # The autoscaler's and dashboard's own metrics ports are fixed (44217, 44227) unless set:
            # free ones keep two clusters on one machine from scraping each other.
-           "AUTOSCALER_METRIC_PORT": str(autoscaler_m), "DASHBOARD_METRIC_PORT": str(dash_m)}
+           "AUTOSCALER_METRIC_PORT": str(autoscaler_m), "DASHBOARD_METRIC_PORT": str(dash_m),
+           # Ray turns a loopback --node-ip-address into the host's address, and then binds its metrics
+           # port, GCS and raylet on every interface; this switch (read when `ray` is imported) keeps the
+           # node on 127.0.0.1 so that every port of the cluster listens on loopback only.
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     cmd = [RAY, "start", "--head", "--block", f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus}",
+           "--node-ip-address=127.0.0.1",
            f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
            f"--metrics-export-port={metrics}", f"--ray-client-server-port={client}",
            f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",

@@ -5,7 +5,8 @@ whose driver and one actor record known amounts of every metric through actors/m
 Prometheus loads the shipped deploy/prometheus/scrape-ray.yaml (its file-SD path pointed at this
 cluster's temp dir) and rules.yaml. The test then checks through Prometheus' HTTP API that the
 exported names are exactly `exported_names()`, that the values agree with what the job recorded,
-that each series carries its declared labels, and that the cluster's auth token appears in no label.
+that each series carries its declared labels, that the cluster's auth token appears in no label, that
+every port of the cluster is on loopback, and that the Ray CLI is refused with a wrong token.
 The cluster exports every second, so Ray would drop a gauge 2 s after it was set: gauges still being
 there when checked shows actors/metrics.py's keeper at work.
 Run as a module (`python -m tests.integration.test_prometheus_scrape STOP_FILE`) it is that job.
@@ -180,6 +181,13 @@ def test_shipped_alert_rules_load_and_evaluate(stack):
     assert set(rules) == {"MedpoLearnerStalled", "MedpoQueueSaturated", "MedpoCriticRejectionHigh",
                           "MedpoLogprobMismatch", "MedpoCheckpointTooOld"}
     assert all(r["health"] == "ok" for r in rules.values()), rules
+
+
+def test_the_local_cluster_listens_on_loopback_only(stack):
+    head, _, _ = stack
+    listening = head.listening()
+    assert (("127.0.0.1", head.metrics_port) in listening and ("127.0.0.1", head.dashboard_port) in listening)
+    assert {a for a, _ in listening} <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
 
 
 def test_cli_refuses_a_wrong_token(stack):
