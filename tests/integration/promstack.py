@@ -1,9 +1,10 @@
 """A real Ray head and a real Prometheus on this machine, for integration tests that check metrics.
 
 `ray_head()` starts `ray start --head --block` with its own temp dir, free ports, token auth, every
-port on loopback and a 1 s metrics report interval; `prometheus(config)` starts Debian's /usr/bin/prometheus on a loopback port
-with a tmp storage dir. Both stop only the processes they started (never `ray stop`, which would kill
-every Ray on the machine, other tests' included). Waits poll with a deadline; no fixed sleeps.
+port on loopback and a 1 s metrics report interval; `prometheus(config)` starts Debian's
+/usr/bin/prometheus on a loopback port with a tmp storage dir; `ray_scrape_config(head)` is the
+shipped scrape config aimed at a head. Both stop only the processes they started (never `ray stop`,
+which would kill every Ray on the machine, other tests' included). Waits poll with a deadline.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import psutil
 import pytest
 import yaml
 
+REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -165,10 +167,17 @@ def ray_head(num_cpus: int = 2, report_interval_ms: int = 1000, timeout_s: float
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def static_scrape_config(targets: list[str], interval_s: float = 1) -> dict:
-    """A Prometheus config scraping fixed `host:port` targets as job `ray`."""
-    return {"global": {"scrape_interval": f"{interval_s:g}s", "evaluation_interval": f"{interval_s:g}s"},
-            "scrape_configs": [{"job_name": "ray", "static_configs": [{"targets": targets}]}]}
+def ray_scrape_config(head: RayHead) -> dict:
+    """The shipped deploy/prometheus/scrape-ray.yaml aimed at `head`: its file-SD targets, its rules,
+    a 1 s scrape and evaluation interval."""
+    config = yaml.safe_load((REPO / "deploy/prometheus/scrape-ray.yaml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(REPO / "deploy/prometheus" / f) for f in config["rule_files"]]
+    [job] = config["scrape_configs"]
+    # Ray rewrites the file as nodes register; re-reading it each second (not each minute) keeps tests
+    # short when Prometheus misses a rewrite.
+    job["file_sd_configs"][0].update(files=[str(head.sd_file)], refresh_interval="1s")
+    return config
 
 
 @dataclass

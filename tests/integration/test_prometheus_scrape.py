@@ -19,15 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from medpo_ray.metrics import SPECS, exported_names
-from tests.integration.promstack import prometheus, ray_head, wait_until
+from tests.integration.promstack import REPO, prometheus, ray_head, ray_scrape_config, wait_until
 from tests.unit.deploy.test_dashboard_rules import dashboard_queries
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 ACTOR_INCS = (1, 2, 4)  # the actor adds these to every counter
 DRIVER_INC = 5  # then the driver adds this
 ACTOR_GAUGES = (1.5, 2.5)  # the actor sets every gauge to these in turn (2.5 stays)
@@ -73,17 +71,6 @@ def emit_job(stop_file: str) -> None:
     del actor
 
 
-def _scrape_config(sd_file: Path) -> dict:
-    config = yaml.safe_load((REPO / "deploy/prometheus/scrape-ray.yaml").read_text())
-    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    config["rule_files"] = [str(REPO / "deploy/prometheus" / f) for f in config["rule_files"]]
-    [job] = config["scrape_configs"]
-    # Ray rewrites the file as nodes register; re-reading it each second (not each minute) keeps the
-    # test short when Prometheus misses a rewrite.
-    job["file_sd_configs"][0].update(files=[str(sd_file)], refresh_interval="1s")
-    return config
-
-
 def _ray_histogram_sum(buckets: tuple[float, ...], observations: tuple[float, ...]) -> float:
     """The `_sum` Ray exports: each observation replaced by its bucket's midpoint (0 is the first
     bucket's lower bound; the overflow bucket counts as twice the last bound), as Ray 2.60 documents."""
@@ -120,7 +107,7 @@ def stack(tmp_path_factory):
                              "--submission-id", "medpo-metrics", "--", "bash", "-c", entry)
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
         wait_until("Ray to list its metrics targets", head.sd_file.exists, 60)
-        with prometheus(_scrape_config(head.sd_file)) as prom:
+        with prometheus(ray_scrape_config(head)) as prom:
             yield head, prom, stop_file
             stop_file.touch()
             status = wait_until("the job to finish", lambda: _job_status(head), 60)
