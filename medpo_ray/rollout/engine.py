@@ -123,9 +123,10 @@ class RolloutEngine:
         elif weight_transfer != "object_store":
             raise MedpoError(f"weight_transfer must be 'object_store' or 'nccl', got {weight_transfer!r}")
         try:
-            self.llm = LLM(model=str(self.model_dir), dtype=dtype, max_model_len=max_model_len,
-                           enforce_eager=True, limit_mm_per_prompt=limit, seed=seed,
-                           worker_extension_cls=WORKER_EXTENSION, **engine_kwargs)
+            # Eager by default: torch.compile would cost minutes of start-up on a 2-core machine.
+            kwargs = {"enforce_eager": True, "limit_mm_per_prompt": limit, **engine_kwargs}
+            self.llm = LLM(model=str(self.model_dir), dtype=dtype, max_model_len=max_model_len, seed=seed,
+                           worker_extension_cls=WORKER_EXTENSION, **kwargs)
         except (OSError, ValueError) as e:
             raise MedpoError(f"vLLM cannot serve {self.model_dir}: {e}") from None
         # In-process on CPU the worker disables torch.set_num_threads for the whole process and warns on
