@@ -98,6 +98,8 @@ def test_push_changes_outputs_and_logprobs_match_transformers(actor, group, lear
 
     model, processor = learner
     before = generate(actor)
+    png, jpeg = before.rollouts[0], before.rollouts[1]
+    assert png.prompt_token_ids == jpeg.prompt_token_ids and png.logprobs != jpeg.logprobs  # the image counts
     with torch.no_grad():
         gen = torch.Generator().manual_seed(1)
         for p in model.parameters():
