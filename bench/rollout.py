@@ -40,7 +40,7 @@ def images(n: int, size: int = 112) -> list[bytes]:
     return out
 
 
-def matmul_peak(dtype, n: int = 2048, reps: int = 6) -> float:
+def matmul_peak(dtype, n: int = 2048, reps: int = 12) -> float:
     """Best dense matmul FLOP/s torch reaches here with its current thread count."""
     import torch
 
