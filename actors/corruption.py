@@ -9,6 +9,8 @@ from actors import metrics
 from medpo_ray.config import CorruptionConfig
 from medpo_ray.corruption import CorruptedImage, corrupt_records
 from medpo_ray.data.record import Record
+from medpo_ray.editing.pairs import PreferencePair
+from medpo_ray.training.collate import TrainExample
 
 
 @ray.remote
@@ -33,3 +35,18 @@ class CorruptionWorker:
         meta = {"notes": {c.record_id: c.note for c in done},
                 "bad": {b.record_id: f"{b.field}: {b.reason}" for b in bad}}
         return meta, done
+
+    def examples(self, records: Sequence[Record], pairs: Sequence[PreferencePair]
+                 ) -> tuple[dict, list[TrainExample]]:
+        """The pipeline's corruption stage: x~ for each pair's record, joined into TrainExamples.
+
+        meta: {"ids": example ids in payload order, "bad": {id: "field: reason"}}; a record whose image
+        cannot be corrupted is reported and left out, the rest go on.
+        """
+        by_id = {r.record_id: r for r in records}
+        wanted = [by_id[p.record_id] for p in pairs]
+        meta, done = self.corrupt(wanted)
+        x_tilde = {c.record_id: c.image for c in done}
+        out = [TrainExample.from_pair(p, by_id[p.record_id], x_tilde[p.record_id])
+               for p in pairs if p.record_id in x_tilde]
+        return {"ids": [e.example_id for e in out], "bad": meta["bad"]}, out

@@ -52,12 +52,18 @@ class LearnerRank:
         return {"rank": self.rank, "trainable_parameters": trainable, "seconds": time.perf_counter() - t0}
 
     def _resolve(self, items: list) -> list:
-        refs = [i for i, x in enumerate(items) if isinstance(x, ray.ObjectRef)]
-        values = ray.get([items[i] for i in refs]) if refs else []
-        items = list(items)
-        for i, v in zip(refs, values, strict=True):
-            items[i] = v
-        return items
+        """Items are TrainExamples, ObjectRefs of one, or (ObjectRef of a list, index) pairs; the last
+        form lets a stage put a whole chunk of examples once and the driver route single examples."""
+        refs = list(dict.fromkeys(x[0] if isinstance(x, tuple) else x for x in items
+                                  if isinstance(x[0] if isinstance(x, tuple) else x, ray.ObjectRef)))
+        values = dict(zip(refs, ray.get(refs), strict=True)) if refs else {}
+        out = []
+        for x in items:
+            if isinstance(x, tuple):
+                out.append(values[x[0]][x[1]])
+            else:
+                out.append(values[x] if isinstance(x, ray.ObjectRef) else x)
+        return out
 
     def train_step(self, items: list) -> dict:
         """Learner.train_step on this rank's share (TrainExamples or ObjectRefs of them)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
 from medpo_ray.ledger import Ledger
 
@@ -57,13 +57,14 @@ class StagePool:
 
     def __init__(self, name: str, actors: list, method: str, ledger: Ledger, *,
                  max_in_flight: int = 2, deadline_s: float = 300.0, max_attempts: int = 3,
-                 on_restart: Callable[[Any], None] | None = None):
+                 on_restart: Callable[[Any], None] | None = None, extra_args: tuple = ()):
         if not actors:
             raise ValueError(f"stage {name!r} needs at least one actor")
         self.name, self.actors, self.method = name, list(actors), method
         self.ledger = ledger
         self.max_in_flight, self.deadline_s, self.max_attempts = max_in_flight, deadline_s, max_attempts
         self.on_restart = on_restart  # e.g. push the current weights into a restarted rollout engine
+        self.extra_args = extra_args  # appended to every call (e.g. the sampling spec)
         self._calls: dict[ray.ObjectRef, _Call] = {}
         self.restarts = 0
 
@@ -86,7 +87,7 @@ class StagePool:
 
     def _start(self, call: _Call) -> None:
         fn = getattr(self.actors[call.actor], self.method)
-        call.meta, call.payload = fn.options(num_returns=2).remote(*call.args)
+        call.meta, call.payload = fn.options(num_returns=2).remote(*call.args, *self.extra_args)
         call.started = time.monotonic()
         self._calls[call.meta] = call
 
@@ -106,6 +107,9 @@ class StagePool:
             except _ACTOR_GONE as e:
                 self._retry(call, e)
                 continue
+            except RayTaskError as e:  # a bug or an unexpected input in the stage: stop, naming it
+                cause = e.cause if e.cause is not None else e
+                raise StageError(self.name, f"{type(cause).__name__}: {cause} (records {call.ids[:5]})") from e
             self.ledger.finish(self.name, call.ids)
             out.append(Done(call.ids, meta, call.payload, time.monotonic() - call.started))
         return out

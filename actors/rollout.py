@@ -6,8 +6,10 @@ import os
 
 import ray
 
+from actors import metrics
 from medpo_ray.rollout.engine import GenerateResult, RolloutEngine, RolloutRequest, SamplingSpec
 from medpo_ray.rollout.weight_sync.base import WeightManifest, WeightPush
+from medpo_ray.rollout.weight_sync.object_store import ObjectStoreSync
 
 # OpenMP workers that spin while waiting slow down ~10x when the learners or other actors want the same
 # cores (measured on 2 shared cores); sleeping waiters keep rollout steady. Read at process start.
@@ -24,6 +26,28 @@ class RolloutActor:
     def generate(self, requests: list[RolloutRequest], spec: SamplingSpec = SamplingSpec()) -> GenerateResult:
         """Decode requests (see RolloutEngine.generate)."""
         return self.engine.generate(requests, spec)
+
+    def rollout(self, records: list, spec: SamplingSpec = SamplingSpec()) -> tuple[dict, GenerateResult]:
+        """The pipeline's rollout stage: decode each record's (image, prompt).
+
+        meta: {"tokens", "seconds", "policy_version", "bad": {id: "field: reason"}}; payload: the result.
+        """
+        result = self.engine.generate([RolloutRequest(r.record_id, r.image, r.prompt) for r in records], spec)
+        tokens = result.completion_tokens
+        metrics.inc("medpo_rollout_tokens_total", tokens)
+        if result.seconds > 0:
+            metrics.set("medpo_rollout_tokens_per_second", tokens / result.seconds)
+        metrics.set("medpo_policy_version", self.engine.policy_version, role="rollout")
+        for b in result.bad:
+            metrics.inc("medpo_bad_records_total", reason=f"rollout:{b.field}")
+        meta = {"tokens": tokens, "seconds": result.seconds, "policy_version": self.engine.policy_version,
+                "bad": {b.record_id: f"{b.field}: {b.reason}" for b in result.bad}}
+        return meta, result
+
+    def sync_from(self, tensors: dict, version: int, bucket_mib: int = 64) -> dict:
+        """Load the learner's exported {name: tensor} (resolved from the object store) as `version`."""
+        sync = ObjectStoreSync(self.engine, "bytes", bucket_bytes=bucket_mib << 20)
+        return sync.sync(tensors.items(), version)
 
     def policy_version(self) -> int:
         """Version of the weights now serving."""

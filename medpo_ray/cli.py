@@ -18,6 +18,7 @@ _COMMAND_MODULES = [
     "medpo_ray.models.cli",
     "medpo_ray.critics.check",
     "medpo_ray.sft.cli",
+    "medpo_ray.run_cli",
 ]
 
 AddCommand = Callable[..., argparse.ArgumentParser]
@@ -25,7 +26,8 @@ AddCommand = Callable[..., argparse.ArgumentParser]
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every registered command."""
-    parser = argparse.ArgumentParser(prog="medpo-ray", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="medpo-ray", description="Fine-grained on-policy preference optimization (FiRe-MPO) for medical VLMs, on Ray.")
     root = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
 

@@ -26,6 +26,9 @@ class RunConfig(_Section):
     name: str = "demo"
     out_dir: str = "artifacts/runs/demo"
     seed: int = Field(0, ge=0)
+    # Logical CPUs of a local Ray (0: enough for the placement, at least the machine's cores).
+    ray_num_cpus: int = Field(0, ge=0)
+    log_actors: bool = False  # forward actor stdout/stderr (vLLM, DeepSpeed) to the driver's console
 
 
 class DataConfig(_Section):
@@ -96,6 +99,8 @@ class RolloutConfig(_Section):
     max_tokens: int = Field(96, ge=1, le=8192)
     seed: int = Field(0, ge=0)
     kv_cache_gib: float = Field(1.0, gt=0)
+    cpus_per_engine: float = Field(1.0, ge=0)
+    gpus_per_engine: float = Field(0.0, ge=0)
 
 
 class CriticConfig(_Section):

@@ -1,0 +1,78 @@
+"""The Fleet: every actor of one run, placed by Ray resources, behind the stage pools the driver uses.
+
+Placement is by resources only, so the same code packs onto a 2-core machine (light actors take a
+fraction of a CPU, stages interleave) or spreads over a GPU cluster (rollout engines and learner ranks
+ask for GPUs through `rollout.gpus_per_engine` / `train.gpus_per_rank`).
+"""
+from __future__ import annotations
+
+import math
+
+import ray
+
+from actors.corruption import CorruptionWorker
+from actors.learner import LearnerGroup
+from actors.pool import StagePool
+from actors.rollout import RolloutActor
+from actors.span_editor import SpanEditor
+from medpo_ray.config import Config
+from medpo_ray.ledger import Ledger
+from medpo_ray.rollout.engine import SamplingSpec
+
+# Ray restarts a killed stage actor this many times; the pool re-issues its in-flight records.
+STAGE_RESTARTS = 3
+
+
+class Fleet:
+    """Rollout engines, span editors, corruption workers and the learner group of one run."""
+
+    def __init__(self, cfg: Config, model_dir: str, ledger: Ledger | None = None):
+        r, t = cfg.rollout, cfg.train
+        ledger = ledger or Ledger()
+        restartable = {"max_restarts": STAGE_RESTARTS, "max_task_retries": 0}
+        self.rollout_actors = [
+            RolloutActor.options(num_cpus=r.cpus_per_engine, num_gpus=r.gpus_per_engine, **restartable)
+            .remote(model_dir, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
+                    kv_cache_gib=r.kv_cache_gib, seed=r.seed)
+            for _ in range(r.num_engines)]
+        editors = [SpanEditor.options(num_cpus=0.25, **restartable).remote(cfg.critic, None, model_dir)
+                   for _ in range(cfg.critic.num_editors)]
+        workers = [CorruptionWorker.options(num_cpus=0.25, **restartable).remote(cfg.corruption)
+                   for _ in range(cfg.corruption.num_workers)]
+        deadline = t.stage_deadline_s
+        self.spec = SamplingSpec.from_config(r)
+        self.rollout_chunk = math.ceil(t.batch_size / r.num_engines)
+        self.rollout = StagePool("rollout", self.rollout_actors, "rollout", ledger, deadline_s=deadline,
+                                 on_restart=self._resync, extra_args=(self.spec,))
+        self.editor = StagePool("editor", editors, "edit_rollouts", ledger, deadline_s=deadline)
+        self.corruption = StagePool("corruption", workers, "examples", ledger, deadline_s=deadline)
+        # Engines must be up before the learner group claims its CPUs for DeepSpeed set-up.
+        ray.get([a.policy_version.remote() for a in self.rollout_actors])
+        self.learners = LearnerGroup(model_dir, t, cfg.loss, seed=cfg.run.seed,
+                                     max_length=cfg.model.max_model_len)
+        self.weights_ref: ray.ObjectRef | None = None
+        self.version = 0
+
+    def bind(self, ledger: Ledger) -> None:
+        """Make every stage report to `ledger` (the driver's, possibly restored from a checkpoint)."""
+        for pool in (self.rollout, self.editor, self.corruption):
+            pool.ledger = ledger
+
+    def sync_weights(self, version: int) -> dict:
+        """Export the learner's weights once (object store) and load them into every engine."""
+        self.weights_ref, summary = self.learners.export_weights()
+        stats = ray.get([a.sync_from.remote(self.weights_ref, version) for a in self.rollout_actors])
+        self.version = version
+        return {**summary, **max(stats, key=lambda s: s.get("apply_s", 0.0))}
+
+    def _resync(self, actor) -> None:
+        # A restarted engine serves its initial weights: give it the current ones before new work.
+        if self.weights_ref is not None:
+            actor.sync_from.remote(self.weights_ref, self.version)
+
+    def shutdown(self) -> None:
+        """Stop the learner group (its placement group) and every stage actor."""
+        self.learners.shutdown()
+        for pool in (self.rollout, self.editor, self.corruption):
+            for a in pool.actors:
+                ray.kill(a)

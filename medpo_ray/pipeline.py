@@ -1,0 +1,286 @@
+"""The on-policy FiRe-MPO driver: rollout -> span edit -> corruption -> learner -> weight sync.
+
+A training step trains on exactly `train.batch_size` preference pairs. The driver hands prompts to the
+rollout stage in chunks; a prompt whose answer the critic cannot turn into a valid pair is dropped
+with its reason and a top-up prompt takes its place, until the step has its pairs. Payloads go into the
+object store once, by their producer; the driver moves refs and small metadata only.
+Strict mode (`max_staleness: 0`) issues step k+1 only after the weights of step k are in every rollout
+engine. Bounded-async mode (`max_staleness: s`) keeps up to s further steps generating while the
+learner trains, and drops samples more than s policy versions old.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import ray
+from tqdm import tqdm
+
+from actors.fleet import Fleet
+from actors.pool import StageError
+from medpo_ray.config import Config
+from medpo_ray.cursor import DataCursor
+from medpo_ray.errors import MedpoError
+from medpo_ray.ledger import Ledger
+from medpo_ray.training.errors import LearnerFailed
+
+STATE_FILE = "driver_state.json"
+MAX_ISSUE_FACTOR = 4  # a step that needs more than 4x its prompts to fill is a critic/config problem
+
+
+@dataclass
+class StepBatch:
+    """One training step: the prompts issued for it and the examples they have become so far."""
+
+    step: int
+    issued: list[str] = field(default_factory=list)
+    examples: list[tuple] = field(default_factory=list)  # (chunk payload ref, index) per example
+    example_ids: list[str] = field(default_factory=list)
+    pending: int = 0  # prompts issued and not yet an example or a drop
+    rejections: dict[str, int] = field(default_factory=dict)
+
+
+class Driver:
+    """Runs the on-policy loop over a Fleet of actors; owns the ledger, cursor and checkpoints."""
+
+    def __init__(self, cfg: Config, records: dict, fleet: Fleet, resume: bool = False):
+        if len(records) < cfg.train.batch_size:
+            raise MedpoError(f"the training split has {len(records)} records, fewer than train.batch_size="
+                             f"{cfg.train.batch_size}: lower the batch size or add data")
+        if cfg.rollout.n != 1:
+            raise MedpoError("rollout.n must be 1 for training: the paper builds one pair per prompt from "
+                             "the greedy answer (n > 1 is for evaluation and benchmarks)")
+        self.cfg, self.records, self.fleet = cfg, records, fleet
+        self.n = cfg.train.batch_size
+        self.s = cfg.train.max_staleness
+        self.out = Path(cfg.run.out_dir)
+        self.ledger = Ledger()
+        self.cursor = DataCursor(list(records), seed=cfg.run.seed)
+        self.step = 0  # steps trained == policy version of the learner
+        self.replay: list[str] = []  # keys in flight at the checkpoint we resumed from
+        self.open: deque[StepBatch] = deque()
+        self.where: dict[str, tuple[StepBatch, ray.ObjectRef]] = {}  # key -> its step and records ref
+        self.history: list[dict] = []
+        self.last_sync_s = 0.0
+        if resume:
+            self._restore()
+        fleet.bind(self.ledger)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        """Train until `train.steps` steps are done; returns the per-step metrics."""
+        total = self.cfg.train.steps
+        bar = tqdm(total=total, initial=self.step, desc="fire-mpo", unit="step", dynamic_ncols=True)
+        t0, pairs0 = time.monotonic(), 0
+        while self.step < total:
+            while len(self.open) < 1 + self.s and self.step + len(self.open) < total:
+                self.open.append(StepBatch(self.step + len(self.open)))
+                self._top_up(self.open[-1])
+            batch = self.open[0]
+            self._pump(until=lambda b=batch: len(b.examples) >= self.n)
+            self.open.popleft()
+            metrics = self._train(batch)
+            self._sync_weights()
+            if self.step % self.cfg.train.checkpoint_every == 0 or self.step == total:
+                self.checkpoint()
+            self.history.append(metrics)
+            pairs0 += metrics["pairs"]
+            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
+                            acc=f"{metrics.get('reward_acc_pref', float('nan')):.2f}",
+                            pairs_s=f"{pairs0 / (time.monotonic() - t0):.2f}", sync_s=f"{self.last_sync_s:.2f}")
+            bar.update(1)
+        bar.close()
+        return self.history
+
+    def _top_up(self, batch: StepBatch) -> None:
+        """Issue prompts until the step's pending prompts and examples cover its batch."""
+        need = self.n - len(batch.examples) - batch.pending
+        if need <= 0:
+            return
+        if len(batch.issued) + need > MAX_ISSUE_FACTOR * self.n:
+            raise MedpoError(
+                f"step {batch.step}: {len(batch.issued)} prompts gave only {len(batch.examples)} valid pairs "
+                f"(rejections: {batch.rejections}); the critic rejects almost everything: check the critic "
+                "configuration and the policy's outputs")
+        keys, self.replay = self.replay[:need], self.replay[need:]  # replayed keys were issued before
+        fresh = self.cursor.take(need - len(keys))
+        self.ledger.issue(fresh)
+        keys += fresh
+        # Downstream everything is keyed by the sample key (record id @ epoch): a record seen again in a
+        # later epoch is a new sample for the ledger, the corruption seed and the critic.
+        samples = [replace(self.records[DataCursor.record_id(k)], record_id=k) for k in keys]
+        ref = ray.put(samples)  # the prompts enter the object store once
+        chunk = self.fleet.rollout_chunk
+        for i in range(0, len(keys), chunk):
+            part = keys[i:i + chunk]
+            part_ref = ref if len(part) == len(keys) else ray.put(samples[i:i + chunk])
+            self.where.update((k, (batch, part_ref)) for k in part)
+            self.fleet.rollout.submit(part, part_ref)
+        batch.issued += keys
+        batch.pending += len(keys)
+
+    def _pump(self, until) -> None:
+        """Move finished stage calls on to the next stage until `until()` holds."""
+        f = self.fleet
+        while not until():
+            refs = f.rollout.wait_refs() + f.editor.wait_refs() + f.corruption.wait_refs()
+            if not refs:
+                raise MedpoError("pipeline stalled: no stage has work but the step is incomplete")
+            ready, _ = ray.wait(refs, num_returns=1, timeout=1.0)
+            for done in f.rollout.collect(ready):
+                batch, records = self.where[done.ids[0]]
+                self._drop(batch, done.meta["bad"], "rollout")
+                good = [k for k in done.ids if k not in done.meta["bad"]]
+                if good:
+                    f.editor.submit(good, records, done.payload)
+            for done in f.editor.collect(ready):
+                batch, records = self.where[done.ids[0]]
+                self._drop(batch, done.meta["rejected"], "pair")
+                # Bounded async: a sample that will be trained more than s versions after the policy that
+                # wrote it is dropped (counted) and replaced; strict mode never sees one.
+                stale = {p["record_id"]: "stale" for p in done.meta["pairs"]
+                         if batch.step - p["policy_version"] > self.s}
+                self._drop(batch, stale, "staleness")
+                keys = [p["record_id"] for p in done.meta["pairs"] if p["record_id"] not in stale]
+                if keys:
+                    f.corruption.submit(keys, records, done.payload)
+            for done in f.corruption.collect(ready):
+                batch, _ = self.where[done.ids[0]]
+                self._drop(batch, done.meta["bad"], "corruption")
+                for i, key in enumerate(done.meta["ids"]):
+                    batch.examples.append((done.payload, i))
+                    batch.example_ids.append(key)
+                batch.pending -= len(done.meta["ids"])
+            for b in self.open:
+                self._top_up(b)
+            for st in (f.rollout, f.editor, f.corruption):
+                st.check_deadline()
+
+    def _drop(self, batch: StepBatch, reasons: dict[str, str], stage: str) -> None:
+        for key, reason in reasons.items():
+            code = f"{stage}:{str(reason).split(':')[0]}"
+            self.ledger.drop([key], code)
+            batch.rejections[code] = batch.rejections.get(code, 0) + 1
+        batch.pending -= len(reasons)
+
+    def _train(self, batch: StepBatch) -> dict:
+        """One learner step on exactly `batch_size` fresh-enough examples."""
+        items, ids = batch.examples[:self.n], batch.example_ids[:self.n]
+        metrics = self.fleet.learners.train_step(items)
+        trained = list(metrics.pop("trained_ids", ids))
+        self.ledger.mark_trained(trained)
+        self.ledger.drop([k for k in ids if k not in set(trained)], "learner:bad_example")
+        for k in batch.issued:
+            self.where.pop(k, None)
+        self.step += 1
+        return {"step": self.step, "pairs": len(trained), **{k: v for k, v in metrics.items()
+                                                            if isinstance(v, int | float)}}
+
+    def _sync_weights(self) -> None:
+        t = time.monotonic()
+        self.fleet.sync_weights(version=self.step)
+        self.last_sync_s = time.monotonic() - t
+
+    # -- checkpoint / resume --------------------------------------------------------------------
+    def checkpoint(self) -> Path:
+        """Learner state (model, optimizer, scheduler, RNG) + driver state, then an atomic 'latest'."""
+        ckpt = self.out / "checkpoints" / f"step-{self.step:06d}"
+        ckpt.mkdir(parents=True, exist_ok=True)
+        self.fleet.learners.save_checkpoint(str(ckpt))
+        # Async mode checkpoints with later steps in flight: their prompts are replayed on resume.
+        in_flight = [k for b in self.open for k in b.issued if k not in self.ledger.dropped]
+        state = {
+            "step": self.step,
+            "cursor": self.cursor.state(),
+            "ledger": self.ledger.to_json(),
+            "in_flight": in_flight,
+            "time": time.time(),
+        }
+        (ckpt / STATE_FILE).write_text(json.dumps(state))
+        tmp = self.out / "checkpoints" / "latest.tmp"
+        tmp.write_text(ckpt.name)
+        tmp.replace(self.out / "checkpoints" / "latest")
+        return ckpt
+
+    def _restore(self) -> None:
+        latest = self.out / "checkpoints" / "latest"
+        if not latest.exists():
+            raise MedpoError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
+        ckpt = self.out / "checkpoints" / latest.read_text().strip()
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        self.fleet.learners.load_checkpoint(str(ckpt))
+        self.step = state["step"]
+        self.cursor = DataCursor.restore(list(self.records), state["cursor"])
+        self.ledger = Ledger.from_json(state["ledger"])
+        # Prompts in flight at the checkpoint were issued but never trained: replay them first, so the
+        # resumed run trains the same records as an uninterrupted one.
+        self.replay = list(state["in_flight"])
+        self.ledger.in_flight = {}
+        self._sync_weights()
+
+
+def _ray_init(cfg: Config) -> None:
+    """Join the cluster of a `ray job submit` (RAY_ADDRESS set) or start a local one on loopback."""
+    import os
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()  # inside a job: the runtime env is the job's
+        return
+    if cfg.metrics.host.startswith("127."):
+        # Without this Ray swaps 127.0.0.1 for the host's address and binds its ports on every interface.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(num_cpus=max(cfg.run.ray_num_cpus or 0, os.cpu_count() or 1, _cpus_needed(cfg)),
+             include_dashboard=False, _metrics_export_port=cfg.metrics.export_port,
+             _node_ip_address=cfg.metrics.host, log_to_driver=cfg.run.log_actors)
+
+
+def _cpus_needed(cfg: Config) -> int:
+    # Logical CPUs for the placement: stages interleave in strict mode, so a 2-core machine can host
+    # learners (1 each) + engines (1 each) + light actors without real oversubscription.
+    light = 0.25 * (cfg.critic.num_editors + cfg.corruption.num_workers)
+    return int(math.ceil(cfg.train.num_learners * cfg.train.cpus_per_rank
+                         + cfg.rollout.num_engines * cfg.rollout.cpus_per_engine + light))
+
+
+def load_train_records(cfg: Config, data_dir: Path) -> dict:
+    """The training split as {record_id: Record}; bad records are reported and left out."""
+    from medpo_ray.sft.run import load_split
+
+    records, bad = load_split(cfg, data_dir, "train")
+    for b in bad[:10]:
+        print(f"[data] quarantined: {b}")
+    if bad:
+        print(f"[data] {len(bad)} bad record(s) quarantined; {len(records)} good")
+    return {r.record_id: r for r in records}
+
+
+def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> dict:
+    """Run the on-policy loop from `model_dir` (HF VLM); returns a summary with the ledger's counts."""
+    records = load_train_records(cfg, Path(data_dir))
+    _ray_init(cfg)
+    t0 = time.monotonic()
+    fleet = Fleet(cfg, model_dir)
+    try:
+        driver = Driver(cfg, records, fleet, resume=resume)
+        history = driver.run()
+    except LearnerFailed as e:
+        raise MedpoError(f"{e}; the last checkpoint is under {Path(cfg.run.out_dir) / 'checkpoints'}: "
+                         "rerun with --resume") from None
+    except StageError as e:
+        raise MedpoError(f"{e}; rerun with --resume to continue from the last checkpoint") from None
+    finally:
+        fleet.shutdown()
+    out = Path(cfg.run.out_dir)
+    with open(out / "metrics.jsonl", "a") as f:
+        for m in history:
+            f.write(json.dumps(m) + "\n")
+    summary = {"steps": driver.step, "seconds": round(time.monotonic() - t0, 1), **driver.ledger.summary(),
+               "checkpoint": str(out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip())}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
