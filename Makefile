@@ -6,6 +6,9 @@ export VLLM_CPU_KVCACHE_SPACE ?= 1
 export DS_ACCELERATOR ?= cpu
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONHASHSEED ?= 0
+# OpenMP waiters that spin slow vLLM ~10x when learners share the cores (measured on 2 cores).
+export OMP_WAIT_POLICY ?= PASSIVE
+export VLLM_LOGGING_LEVEL ?= WARNING
 
 .PHONY: setup setup-test demo test test-unit test-integration bench lint clean
 

@@ -19,6 +19,7 @@ _COMMAND_MODULES = [
     "medpo_ray.critics.check",
     "medpo_ray.sft.cli",
     "medpo_ray.run_cli",
+    "medpo_ray.demo_cli",
 ]
 
 AddCommand = Callable[..., argparse.ArgumentParser]

@@ -8,3 +8,5 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Spinning OpenMP waiters slow every process ~10x when Ray actors share the 2 cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
