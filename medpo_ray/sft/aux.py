@@ -1,11 +1,11 @@
 """The auxiliary lesion-cell loss of the SFT warm start (shared/design/DATA.md, "Learnability").
 
 A linear head reads the vision tower's merged patch features (one row per 28 x 28 image cell, image
-by image, row-major) and predicts whether each cell holds lesion pixels and what fraction of it does
-(BCE on both; the fraction is a soft target). Plain SFT of a small model on a few thousand studies
-learns the report grammar but not the image; the first output makes the vision tower see the lesions,
-the second how big they are, which the report's measurements need. The head lives outside the model and a forward hook feeds it, so
-the saved checkpoint is still a plain Qwen2-VL.
+by image, row-major) and predicts whether each cell holds lesion pixels (BCE). Plain SFT of a small
+model on a few thousand studies learns the report grammar but not the image; this dense signal makes
+the vision tower see the lesions. The head lives outside the model and a forward hook feeds it, so
+the saved checkpoint is still a plain Qwen2-VL. (Also predicting each cell's lesion fraction and
+lesion diameter, for the measurements, was tried: no gain beyond run-to-run noise.)
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class LesionCellHead:
         merger = vision_merger(model)
         width = model.config.text_config.hidden_size
         gen = torch.Generator().manual_seed(seed)
-        self.linear = torch.nn.Linear(width, 2)
+        self.linear = torch.nn.Linear(width, 1)
         with torch.no_grad():
             bound = width ** -0.5
             self.linear.weight.uniform_(-bound, bound, generator=gen)
@@ -50,7 +50,7 @@ class LesionCellHead:
         return list(self.linear.parameters())
 
     def loss(self, targets, valid):
-        """Mean BCE of the last forward's cell logits against `targets` (cells x 2) over the `valid` cells."""
+        """Mean BCE of the last forward's cell logits against `targets` (one 0/1 per cell) over `valid` cells."""
         import torch
 
         feats, self._features = self._features, None
@@ -58,7 +58,7 @@ class LesionCellHead:
             raise AuxLossError("no vision features captured: the forward had no image")
         if feats.shape[0] != targets.shape[0]:
             raise AuxLossError(f"{feats.shape[0]} merged image cells but {targets.shape[0]} cell targets")
-        logits = self.linear(feats.float())[valid]
+        logits = self.linear(feats.float()).squeeze(-1)[valid]
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[valid].to(logits.device))
 
     def remove(self) -> None:

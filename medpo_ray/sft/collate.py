@@ -58,18 +58,18 @@ def decode_mask(data: bytes, size: tuple[int, int], item: str) -> np.ndarray:
 
 
 def lesion_cells(mask: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """(rows, cols) float grid: the fraction of each merged image cell's pixels that are lesion.
+    """(rows, cols) bool grid: whether each merged image cell holds any lesion pixel.
 
     The processor resizes the whole image onto rows x cols cells of 28 x 28 resized pixels, so cell
     (i, j) covers original rows [i*H/rows, (i+1)*H/rows); a pixel straddling two cells counts for both.
     """
     h, w = mask.shape
-    out = np.zeros((rows, cols), np.float32)
+    out = np.zeros((rows, cols), bool)
     for i in range(rows):
         r0, r1 = (i * h) // rows, -(-((i + 1) * h) // rows)
         for j in range(cols):
             c0, c1 = (j * w) // cols, -(-((j + 1) * w) // cols)
-            out[i, j] = mask[r0:r1, c0:c1].mean()
+            out[i, j] = mask[r0:r1, c0:c1].any()
     return out
 
 
@@ -121,9 +121,9 @@ def prepare(records: Sequence[Record], processor, max_length: int,
 
 
 def collate(items: Sequence[SFTItem], processor, merge_size: int = 2) -> dict:
-    """Model kwargs with `labels` (IGNORE_INDEX outside the completion), plus `cell_targets`: per merged image
-    cell, in the vision tower's order (image by image, row-major), [holds lesion pixels, lesion fraction];
-    and `cell_valid`, False for the cells of images without a mask."""
+    """Model kwargs with `labels` (IGNORE_INDEX outside the completion), plus `cell_targets`: 1.0 per merged
+    image cell that holds lesion pixels, in the vision tower's order (image by image, row-major); and
+    `cell_valid`, False for the cells of images without a mask."""
     import torch
 
     batch = build_batch(processor, [it.image for it in items], [it.prompt for it in items],
@@ -133,14 +133,13 @@ def collate(items: Sequence[SFTItem], processor, merge_size: int = 2) -> dict:
     batch["labels"] = batch["input_ids"].masked_fill(comp == 0, IGNORE_INDEX)
     targets, valid = [], []
     for it, (t, h, w) in zip(items, batch["image_grid_thw"].tolist(), strict=True):
-        n = t * (h // merge_size) * (w // merge_size)
+        rows, cols = h // merge_size, w // merge_size
         if it.mask is None:  # no mask known: its cells take no part in the auxiliary loss
-            targets.append(np.zeros((n, 2), np.float32))
-            valid.append(np.zeros(n, bool))
+            targets.append(np.zeros(t * rows * cols, np.float32))
+            valid.append(np.zeros(t * rows * cols, bool))
         else:
-            cover = np.tile(lesion_cells(it.mask, h // merge_size, w // merge_size).reshape(-1), t)
-            targets.append(np.stack([cover > 0, cover], axis=1).astype(np.float32))
-            valid.append(np.ones(n, bool))
+            targets.append(np.tile(lesion_cells(it.mask, rows, cols).reshape(-1), t).astype(np.float32))
+            valid.append(np.ones(t * rows * cols, bool))
     batch["cell_targets"] = torch.from_numpy(np.concatenate(targets))
     batch["cell_valid"] = torch.from_numpy(np.concatenate(valid))
     return batch
