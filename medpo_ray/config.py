@@ -41,7 +41,7 @@ class DataConfig(_Section):
     size: int = Field(112, ge=56, le=1024)
     # Lesion contrast and radius range: difficulty maps to both (medpo_ray/data/lesions.py); the
     # explicit knobs, in pixels of the output size, override the mapping.
-    difficulty: float = Field(0.5, ge=0.0, le=1.0)
+    difficulty: float = Field(0.35, ge=0.0, le=1.0)
     amplitude: float | None = Field(None, gt=0.0, le=1.0)
     radius_min: float | None = Field(None, ge=1.0)
     radius_max: float | None = Field(None, ge=1.0)

@@ -47,7 +47,7 @@ def _evaluate(cfg, ckpt, data_dir, studies: int) -> dict:
     results = evaluate(ckpt.path, _eval_records(val, studies), train, tol=settings["tol"],
                        max_tokens=settings["max_tokens"], dtype=cfg.model.dtype,
                        max_model_len=cfg.model.max_model_len, kv_cache_gib=cfg.rollout.kv_cache_gib)
-    file.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    file.write_text(json.dumps(results, indent=1) + "\n")  # key order = column order of the table
     return results
 
 
