@@ -66,6 +66,8 @@ def _sft(args: argparse.Namespace) -> int:
     how = "cached" if ckpt.cached else f"trained {s['steps']} steps in {s['seconds']:.0f} s ({s['stopped_by']})"
     print(f"sft checkpoint: {ckpt.path} ({how}; loss {s['loss']:.3f}"
           + (f", aux {s['aux_loss']:.3f}" if s.get("aux_loss") is not None else "") + ")")
+    if cfg.sft.aux_lesion_loss and not s.get("aux_lesion_loss"):
+        print("sft: the auxiliary lesion-cell loss was off: no training record has a lesion mask")
     line = {"checkpoint": str(ckpt.path), "cached": ckpt.cached, "steps": s["steps"], "train_seconds": s["seconds"],
             "loss": s["loss"], "aux_loss": s.get("aux_loss")}
     if not args.no_eval:
