@@ -9,13 +9,15 @@ from __future__ import annotations
 import math
 
 import ray
+from ray.exceptions import RayActorError
 
 from actors.corruption import CorruptionWorker
 from actors.learner import LearnerGroup
-from actors.pool import StagePool
+from actors.pool import StageError, StagePool
 from actors.rollout import RolloutActor
 from actors.span_editor import SpanEditor
 from medpo_ray.config import Config
+from medpo_ray.errors import MedpoError
 from medpo_ray.ledger import Ledger
 from medpo_ray.rollout.engine import SamplingSpec
 
@@ -47,11 +49,26 @@ class Fleet:
         self.editor = StagePool("editor", editors, "edit_rollouts", ledger, deadline_s=deadline)
         self.corruption = StagePool("corruption", workers, "examples", ledger, deadline_s=deadline)
         # Engines must be up before the learner group claims its CPUs for DeepSpeed set-up.
-        ray.get([a.policy_version.remote() for a in self.rollout_actors])
-        self.learners = LearnerGroup(model_dir, t, cfg.loss, seed=cfg.run.seed,
-                                     max_length=cfg.model.max_model_len)
+        self._started("rollout engine", [a.policy_version.remote() for a in self.rollout_actors], model_dir)
+        self._started("span editor", [e.counts.remote() for e in editors], model_dir)
+        try:
+            self.learners = LearnerGroup(model_dir, t, cfg.loss, seed=cfg.run.seed,
+                                         max_length=cfg.model.max_model_len)
+        except BaseException:
+            self._kill_stages()
+            raise
         self.weights_ref: ray.ObjectRef | None = None
         self.version = 0
+
+    def _started(self, what: str, refs: list, model_dir: str) -> None:
+        """Wait for actors to be constructed; a failed constructor becomes one clear error, not a traceback."""
+        try:
+            ray.get(refs)
+        except RayActorError as e:
+            self._kill_stages()
+            # Ray's message ends with the constructor's exception ("Type: message") after its traceback.
+            cause = [line for line in str(e).splitlines() if line.strip()][-1].strip()
+            raise MedpoError(f"{what} could not start from {model_dir}: {cause}") from None
 
     def bind(self, ledger: Ledger) -> None:
         """Make every stage report to `ledger` (the driver's, possibly restored from a checkpoint)."""
@@ -61,8 +78,17 @@ class Fleet:
     def sync_weights(self, version: int) -> dict:
         """Export the learner's weights once (object store) and load them into every engine."""
         self.weights_ref, summary = self.learners.export_weights()
-        stats = ray.get([a.sync_from.remote(self.weights_ref, version) for a in self.rollout_actors])
+        refs = [a.sync_from.remote(self.weights_ref, version) for a in self.rollout_actors]
         self.version = version
+        stats = []
+        for actor, ref in zip(self.rollout_actors, refs, strict=True):
+            try:
+                stats.append(ray.get(ref))
+            except RayActorError:  # died during the push: Ray restarts it, and it loads the weights again
+                try:
+                    stats.append(ray.get(actor.sync_from.remote(self.weights_ref, version)))
+                except RayActorError as e:
+                    raise StageError("rollout", f"engine lost during weight sync to version {version}: {e}") from e
         return {**summary, **max(stats, key=lambda s: s.get("apply_s", 0.0))}
 
     def _resync(self, actor) -> None:
@@ -73,6 +99,9 @@ class Fleet:
     def shutdown(self) -> None:
         """Stop the learner group (its placement group) and every stage actor."""
         self.learners.shutdown()
+        self._kill_stages()
+
+    def _kill_stages(self) -> None:
         for pool in (self.rollout, self.editor, self.corruption):
             for a in pool.actors:
                 ray.kill(a)

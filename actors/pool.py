@@ -18,6 +18,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
+from actors import metrics
 from medpo_ray.ledger import Ledger
 
 _ACTOR_GONE = (RayActorError, ActorDiedError, ActorUnavailableError)
@@ -118,6 +119,7 @@ class StagePool:
         if call.attempts >= self.max_attempts:
             raise StageError(self.name, f"actor died {call.attempts} times on records {call.ids[:5]}: {err}")
         self.restarts += 1
+        metrics.inc("medpo_actor_restarts_total", stage=self.name)
         if self.on_restart is not None:
             self.on_restart(self.actors[call.actor])
         call.attempts += 1

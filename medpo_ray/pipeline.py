@@ -20,6 +20,7 @@ from pathlib import Path
 import ray
 from tqdm import tqdm
 
+from actors import driver_metrics
 from actors.fleet import Fleet
 from actors.pool import StageError
 from medpo_ray.config import Config
@@ -29,7 +30,12 @@ from medpo_ray.ledger import Ledger
 from medpo_ray.training.errors import LearnerFailed
 
 STATE_FILE = "driver_state.json"
+METRICS_FILE = "metrics.jsonl"
 MAX_ISSUE_FACTOR = 4  # a step that needs more than 4x its prompts to fill is a critic/config problem
+
+
+class RunStopped(MedpoError):
+    """A learner or stage failed for good; the message names the checkpoint a `--resume` continues from."""
 
 
 @dataclass
@@ -38,26 +44,32 @@ class StepBatch:
 
     step: int
     issued: list[str] = field(default_factory=list)
-    examples: list[tuple] = field(default_factory=list)  # (chunk payload ref, index) per example
-    example_ids: list[str] = field(default_factory=list)
+    examples: dict[str, tuple] = field(default_factory=dict)  # key -> (chunk payload ref, index)
+    versions: dict[str, int] = field(default_factory=dict)  # key -> policy version that wrote y0
     pending: int = 0  # prompts issued and not yet an example or a drop
     rejections: dict[str, int] = field(default_factory=dict)
+
+
+def check_records(cfg: Config, records: dict) -> None:
+    """A training split that cannot fill one step is a clear error before any actor starts."""
+    if len(records) < cfg.train.batch_size:
+        raise MedpoError(f"the training split of {cfg.data.path!r} has {len(records)} usable records, fewer "
+                         f"than train.batch_size={cfg.train.batch_size}: lower the batch size or add data")
+    if cfg.rollout.n != 1:
+        raise MedpoError("rollout.n must be 1 for training: the paper builds one pair per prompt from "
+                         "the greedy answer (n > 1 is for evaluation and benchmarks)")
 
 
 class Driver:
     """Runs the on-policy loop over a Fleet of actors; owns the ledger, cursor and checkpoints."""
 
     def __init__(self, cfg: Config, records: dict, fleet: Fleet, resume: bool = False):
-        if len(records) < cfg.train.batch_size:
-            raise MedpoError(f"the training split has {len(records)} records, fewer than train.batch_size="
-                             f"{cfg.train.batch_size}: lower the batch size or add data")
-        if cfg.rollout.n != 1:
-            raise MedpoError("rollout.n must be 1 for training: the paper builds one pair per prompt from "
-                             "the greedy answer (n > 1 is for evaluation and benchmarks)")
+        check_records(cfg, records)
         self.cfg, self.records, self.fleet = cfg, records, fleet
         self.n = cfg.train.batch_size
         self.s = cfg.train.max_staleness
         self.out = Path(cfg.run.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger()
         self.cursor = DataCursor(list(records), seed=cfg.run.seed)
         self.step = 0  # steps trained == policy version of the learner
@@ -65,6 +77,7 @@ class Driver:
         self.open: deque[StepBatch] = deque()
         self.where: dict[str, tuple[StepBatch, ray.ObjectRef]] = {}  # key -> its step and records ref
         self.history: list[dict] = []
+        self.last_checkpoint: Path | None = None
         self.last_sync_s = 0.0
         if resume:
             self._restore()
@@ -72,10 +85,18 @@ class Driver:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> list[dict]:
-        """Train until `train.steps` steps are done; returns the per-step metrics."""
+        """Train until `train.steps` steps are done; returns the per-step metrics of this run."""
+        try:
+            return self._loop()
+        except (LearnerFailed, StageError) as e:
+            where = (f"the last checkpoint is {self.last_checkpoint}: rerun with --resume to continue from it"
+                     if self.last_checkpoint else "no checkpoint was written yet: rerun from the start")
+            raise RunStopped(f"{e}; {where}") from None
+
+    def _loop(self) -> list[dict]:
         total = self.cfg.train.steps
         bar = tqdm(total=total, initial=self.step, desc="fire-mpo", unit="step", dynamic_ncols=True)
-        t0, pairs0 = time.monotonic(), 0
+        t0, pairs = time.monotonic(), 0
         while self.step < total:
             while len(self.open) < 1 + self.s and self.step + len(self.open) < total:
                 self.open.append(StepBatch(self.step + len(self.open)))
@@ -87,11 +108,11 @@ class Driver:
             self._sync_weights()
             if self.step % self.cfg.train.checkpoint_every == 0 or self.step == total:
                 self.checkpoint()
-            self.history.append(metrics)
-            pairs0 += metrics["pairs"]
+            self._record(metrics)
+            pairs += metrics["pairs"]
             bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
                             acc=f"{metrics.get('reward_acc_pref', float('nan')):.2f}",
-                            pairs_s=f"{pairs0 / (time.monotonic() - t0):.2f}", sync_s=f"{self.last_sync_s:.2f}")
+                            pairs_s=f"{pairs / (time.monotonic() - t0):.2f}", sync_s=f"{self.last_sync_s:.2f}")
             bar.update(1)
         bar.close()
         return self.history
@@ -113,13 +134,11 @@ class Driver:
         # Downstream everything is keyed by the sample key (record id @ epoch): a record seen again in a
         # later epoch is a new sample for the ledger, the corruption seed and the critic.
         samples = [replace(self.records[DataCursor.record_id(k)], record_id=k) for k in keys]
-        ref = ray.put(samples)  # the prompts enter the object store once
         chunk = self.fleet.rollout_chunk
         for i in range(0, len(keys), chunk):
-            part = keys[i:i + chunk]
-            part_ref = ref if len(part) == len(keys) else ray.put(samples[i:i + chunk])
-            self.where.update((k, (batch, part_ref)) for k in part)
-            self.fleet.rollout.submit(part, part_ref)
+            part_ref = ray.put(samples[i:i + chunk])  # the prompts enter the object store once
+            self.where.update((k, (batch, part_ref)) for k in keys[i:i + chunk])
+            self.fleet.rollout.submit(keys[i:i + chunk], part_ref)
         batch.issued += keys
         batch.pending += len(keys)
 
@@ -133,57 +152,78 @@ class Driver:
             ready, _ = ray.wait(refs, num_returns=1, timeout=1.0)
             for done in f.rollout.collect(ready):
                 batch, records = self.where[done.ids[0]]
-                self._drop(batch, done.meta["bad"], "rollout")
-                good = [k for k in done.ids if k not in done.meta["bad"]]
+                good = self._settle(batch, "rollout", done.ids, [k for k in done.ids if k not in done.meta["bad"]],
+                                    done.meta["bad"], done.seconds)
                 if good:
                     f.editor.submit(good, records, done.payload)
             for done in f.editor.collect(ready):
                 batch, records = self.where[done.ids[0]]
-                self._drop(batch, done.meta["rejected"], "pair")
+                versions = {p["record_id"]: p["policy_version"] for p in done.meta["pairs"]}
+                paired = self._settle(batch, "editor", done.ids, list(versions), done.meta["rejected"], done.seconds)
+                batch.versions.update(versions)
                 # Bounded async: a sample that will be trained more than s versions after the policy that
                 # wrote it is dropped (counted) and replaced; strict mode never sees one.
-                stale = {p["record_id"]: "stale" for p in done.meta["pairs"]
-                         if batch.step - p["policy_version"] > self.s}
-                self._drop(batch, stale, "staleness")
-                keys = [p["record_id"] for p in done.meta["pairs"] if p["record_id"] not in stale]
+                stale = {k: "stale" for k in paired if batch.step - versions[k] > self.s}
+                keys = self._settle(batch, "staleness", paired, [k for k in paired if k not in stale], stale)
+                driver_metrics.stale_dropped(len(stale))
                 if keys:
                     f.corruption.submit(keys, records, done.payload)
             for done in f.corruption.collect(ready):
                 batch, _ = self.where[done.ids[0]]
-                self._drop(batch, done.meta["bad"], "corruption")
-                for i, key in enumerate(done.meta["ids"]):
-                    batch.examples.append((done.payload, i))
-                    batch.example_ids.append(key)
-                batch.pending -= len(done.meta["ids"])
+                made = self._settle(batch, "corruption", done.ids, done.meta["ids"], done.meta["bad"], done.seconds)
+                batch.examples.update((key, (done.payload, i)) for i, key in enumerate(made))
+                batch.pending -= len(made)
+                self.ledger.start("learner", made)  # an example waiting for its step is in flight, not lost
             for b in self.open:
                 self._top_up(b)
+            driver_metrics.stages((f.rollout, f.editor, f.corruption))
             for st in (f.rollout, f.editor, f.corruption):
                 st.check_deadline()
 
-    def _drop(self, batch: StepBatch, reasons: dict[str, str], stage: str) -> None:
-        for key, reason in reasons.items():
-            code = f"{stage}:{str(reason).split(':')[0]}"
+    def _settle(self, batch: StepBatch, stage: str, ids: list[str], kept: list[str], dropped: dict[str, str],
+                seconds: float | None = None) -> list[str]:
+        """Account for a stage's answer on `ids`: `kept` go on, the rest leave the step counted with their
+        reason from `dropped`; an id the stage returned neither way is dropped as missing, not left to
+        stall the step."""
+        kept_set = set(kept)
+        codes = {k: f"{stage}:{str(dropped.get(k, 'missing')).split(':')[0]}" for k in ids if k not in kept_set}
+        for key, code in codes.items():
             self.ledger.drop([key], code)
             batch.rejections[code] = batch.rejections.get(code, 0) + 1
-        batch.pending -= len(reasons)
+        batch.pending -= len(codes)
+        driver_metrics.stage_done(stage, seconds, len(kept), list(codes.values()))
+        return kept
 
     def _train(self, batch: StepBatch) -> dict:
-        """One learner step on exactly `batch_size` fresh-enough examples."""
-        items, ids = batch.examples[:self.n], batch.example_ids[:self.n]
-        metrics = self.fleet.learners.train_step(items)
+        """One learner step on exactly `batch_size` fresh-enough examples, in key order (so the step does
+        not depend on which stage call finished first)."""
+        ids = sorted(batch.examples)
+        metrics = self.fleet.learners.train_step([batch.examples[k] for k in ids])
+        self.ledger.finish("learner", ids)
         trained = list(metrics.pop("trained_ids", ids))
         self.ledger.mark_trained(trained)
         self.ledger.drop([k for k in ids if k not in set(trained)], "learner:bad_example")
         for k in batch.issued:
             self.where.pop(k, None)
+        staleness = [self.step - batch.versions[k] for k in trained]
         self.step += 1
-        return {"step": self.step, "pairs": len(trained), **{k: v for k, v in metrics.items()
-                                                            if isinstance(v, int | float)}}
+        return {"step": self.step, "pairs": len(trained),
+                "staleness_max": max(staleness, default=0), "staleness_mean": sum(staleness) / max(len(staleness), 1),
+                **{k: v for k, v in metrics.items() if isinstance(v, int | float)},
+                "keys": trained, "_staleness": staleness}
 
     def _sync_weights(self) -> None:
         t = time.monotonic()
         self.fleet.sync_weights(version=self.step)
         self.last_sync_s = time.monotonic() - t
+        driver_metrics.weight_sync(self.last_sync_s)
+
+    def _record(self, metrics: dict) -> None:
+        """Metrics of a finished step: Prometheus, the history and a line of metrics.jsonl."""
+        driver_metrics.step_done(self.step, metrics, metrics.pop("_staleness"))
+        self.history.append(metrics)
+        with open(self.out / METRICS_FILE, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
 
     # -- checkpoint / resume --------------------------------------------------------------------
     def checkpoint(self) -> Path:
@@ -204,6 +244,8 @@ class Driver:
         tmp = self.out / "checkpoints" / "latest.tmp"
         tmp.write_text(ckpt.name)
         tmp.replace(self.out / "checkpoints" / "latest")
+        self.last_checkpoint = ckpt
+        driver_metrics.checkpoint_written(state["time"])
         return ckpt
 
     def _restore(self) -> None:
@@ -220,7 +262,16 @@ class Driver:
         # resumed run trains the same records as an uninterrupted one.
         self.replay = list(state["in_flight"])
         self.ledger.in_flight = {}
+        self.last_checkpoint = ckpt
+        self._forget_after(self.step)
         self._sync_weights()
+
+    def _forget_after(self, step: int) -> None:
+        # Steps the killed run logged after its last checkpoint are trained again: keep one line per step.
+        log = self.out / METRICS_FILE
+        if log.exists():
+            lines = [x for x in log.read_text().splitlines() if x.strip() and json.loads(x)["step"] <= step]
+            log.write_text("".join(x + "\n" for x in lines))
 
 
 def _ray_init(cfg: Config) -> None:
@@ -232,12 +283,25 @@ def _ray_init(cfg: Config) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()  # inside a job: the runtime env is the job's
         return
+    _check_port_free(cfg.metrics.host, cfg.metrics.export_port)
     if cfg.metrics.host.startswith("127."):
         # Without this Ray swaps 127.0.0.1 for the host's address and binds its ports on every interface.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(num_cpus=max(cfg.run.ray_num_cpus or 0, os.cpu_count() or 1, _cpus_needed(cfg)),
              include_dashboard=False, _metrics_export_port=cfg.metrics.export_port,
              _node_ip_address=cfg.metrics.host, log_to_driver=cfg.run.log_actors)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    # Ray's node does not report a taken metrics port: it times out starting, with no word of the port.
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise MedpoError(f"metrics.export_port {port} on {host} is not available ({e.strerror}): another "
+                             "Ray or service holds it; pick a free port with --set metrics.export_port=N") from None
 
 
 def _cpus_needed(cfg: Config) -> int:
@@ -263,24 +327,16 @@ def load_train_records(cfg: Config, data_dir: Path) -> dict:
 def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> dict:
     """Run the on-policy loop from `model_dir` (HF VLM); returns a summary with the ledger's counts."""
     records = load_train_records(cfg, Path(data_dir))
+    check_records(cfg, records)
     _ray_init(cfg)
     t0 = time.monotonic()
     fleet = Fleet(cfg, model_dir)
     try:
         driver = Driver(cfg, records, fleet, resume=resume)
-        history = driver.run()
-    except LearnerFailed as e:
-        raise MedpoError(f"{e}; the last checkpoint is under {Path(cfg.run.out_dir) / 'checkpoints'}: "
-                         "rerun with --resume") from None
-    except StageError as e:
-        raise MedpoError(f"{e}; rerun with --resume to continue from the last checkpoint") from None
+        driver.run()
     finally:
         fleet.shutdown()
-    out = Path(cfg.run.out_dir)
-    with open(out / "metrics.jsonl", "a") as f:
-        for m in history:
-            f.write(json.dumps(m) + "\n")
     summary = {"steps": driver.step, "seconds": round(time.monotonic() - t0, 1), **driver.ledger.summary(),
-               "checkpoint": str(out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip())}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+               "checkpoint": str(driver.last_checkpoint)}
+    (driver.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

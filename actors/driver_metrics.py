@@ -1,0 +1,71 @@
+"""The driver's Prometheus metrics: what medpo_ray/pipeline.py records about stages, steps and checkpoints.
+
+The driver is a Ray process like the actors, so it records through actors/metrics.py (names and labels
+checked against medpo_ray.metrics.SPECS); keeping the calls here keeps the loop in pipeline.py short.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+from actors import metrics
+from medpo_ray.metrics import LABEL_VALUE
+
+# Learner metrics that feed labelled gauges: the learner's key -> the label value.
+LOSS_TERMS = {"loss": "total", "loss_pref": "pref", "loss_anchor": "anchor", "loss_nll": "nll",
+              "loss_kl": "kl", "loss_vis": "vis"}
+REWARD_ACCURACY = {"reward_acc_pref": "pref", "reward_acc_vis": "vis"}
+
+
+def _label(text: str) -> str:
+    """A reason code as a label value: identifier characters only, at most 32, else 'other'."""
+    code = re.sub(r"[^A-Za-z0-9_.:-]", "_", text.strip())[:32]
+    return code if LABEL_VALUE.fullmatch(code) else "other"
+
+
+def stage_done(stage: str, seconds: float | None, kept: int, dropped: Iterable[str]) -> None:
+    """One stage answer: records kept (outcome 'ok') and dropped (outcome = the reason code after 'stage:')."""
+    metrics.inc("medpo_records_total", kept, stage=stage, outcome="ok")
+    for code, n in Counter(d.partition(":")[2] or d for d in dropped).items():
+        metrics.inc("medpo_records_total", n, stage=stage, outcome=_label(code))
+    if seconds is not None:
+        metrics.observe("medpo_stage_seconds", seconds, stage=stage)
+
+
+def stale_dropped(n: int) -> None:
+    """Samples dropped for lagging more than train.max_staleness policy versions."""
+    metrics.inc("medpo_stale_dropped_total", n)
+
+
+def stages(pools: Iterable) -> None:
+    """In-flight calls of each stage against the most it may hold (its backpressure window)."""
+    for pool in pools:
+        metrics.set("medpo_queue_depth", pool.in_flight(), queue=pool.name)
+        metrics.set("medpo_queue_capacity", pool.in_flight() + pool.free_slots(), queue=pool.name)
+
+
+def weight_sync(seconds: float) -> None:
+    """One push of the learner's weights into every rollout engine."""
+    metrics.observe("medpo_weight_sync_seconds", seconds)
+
+
+def step_done(step: int, m: dict, staleness: list[int]) -> None:
+    """A finished learner step: version, pairs, staleness of its samples, loss terms, reward accuracies."""
+    metrics.set("medpo_policy_version", step, role="learner")
+    metrics.inc("medpo_learner_steps_total")
+    metrics.inc("medpo_pairs_trained_total", m["pairs"])
+    for s in staleness:
+        metrics.observe("medpo_sample_staleness", s)
+    for key, term in LOSS_TERMS.items():
+        if key in m:
+            metrics.set("medpo_loss", float(m[key]), term=term)
+    for key, pair in REWARD_ACCURACY.items():
+        if key in m and math.isfinite(m[key]):
+            metrics.set("medpo_reward_accuracy", float(m[key]), pair=pair)
+
+
+def checkpoint_written(unix_time: float) -> None:
+    """The time of the last complete checkpoint (an alert fires when it grows old)."""
+    metrics.set("medpo_checkpoint_timestamp_seconds", unix_time)
