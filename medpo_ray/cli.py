@@ -20,6 +20,7 @@ _COMMAND_MODULES = [
     "medpo_ray.sft.cli",
     "medpo_ray.run_cli",
     "medpo_ray.demo_cli",
+    "medpo_ray.eval_cli",
 ]
 
 AddCommand = Callable[..., argparse.ArgumentParser]
