@@ -1,0 +1,239 @@
+"""The loss ablation: every variant from the same SFT checkpoint with the same on-policy budget, over
+seeds, each aligned model evaluated on the same held-out records; mean ± std into a markdown file.
+
+The on-policy run itself is passed in as `train_fn` (medpo_ray.pipeline.train from the CLI), which keeps
+this module free of Ray. Finished runs and evaluations are kept on disk, so a stopped ablation
+continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medpo_ray.config import Config, ConfigError, LossConfig, load_config
+
+BEGIN, END = "<!-- ablate:begin (written by `medpo-ray ablate`) -->", "<!-- ablate:end -->"
+PLOT_KEYS = (("laterality", "laterality"), ("count", "count"), ("exact", "exact findings"),
+             ("ce_f1", "CE F1"), ("hallucinated", "hallucinated / report"), ("grounding", "grounding"))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EvalSettings(_Strict):
+    split: str = Field("test", pattern="^(val|test)$")
+    studies: int = Field(100, ge=1)
+    grounding_studies: int = Field(100, ge=0)
+
+
+class QuickSettings(_Strict):
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    variants: list[str] = Field(default_factory=lambda: ["dpo", "fire_mpo"], min_length=1)
+    overrides: list[str] = Field(default_factory=list)  # applied after the main overrides
+    eval: EvalSettings = EvalSettings(studies=20, grounding_studies=10)
+
+
+class Ablation(_Strict):
+    """configs/ablate.yaml: the base recipe, its overrides, the variants (loss sections) and the seeds."""
+
+    base: str = "configs/demo.yaml"
+    overrides: list[str] = Field(default_factory=list)
+    out_dir: str = "artifacts/ablate"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    variants: dict[str, dict] = Field(min_length=1)
+    eval: EvalSettings = EvalSettings()
+    quick: QuickSettings = QuickSettings()
+
+    @model_validator(mode="after")
+    def _check_variants(self) -> Ablation:
+        for name, loss in self.variants.items():
+            try:
+                LossConfig.model_validate(loss)
+            except ValidationError as e:
+                raise ValueError(f"variant {name!r}: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+        unknown = set(self.quick.variants) - set(self.variants)
+        if unknown:
+            raise ValueError(f"quick.variants names unknown variant(s) {sorted(unknown)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat: {self.seeds}")
+        return self
+
+
+def load_ablation(path: str | Path, quick: bool = False, overrides: list[str] = ()) -> Ablation:
+    """The ablation recipe (validated), narrowed to its quick setting when `quick`; extra base overrides."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        plan = Ablation.model_validate(data)
+    except FileNotFoundError:
+        raise ConfigError(f"ablation recipe not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ConfigError(f"{path}: {'.'.join(map(str, err['loc'])) or '<root>'}: {err['msg']}") from None
+    update: dict = {"overrides": [*plan.overrides, *overrides]}
+    if quick:
+        update = {"overrides": [*plan.overrides, *plan.quick.overrides, *overrides], "seeds": plan.quick.seeds,
+                  "variants": {k: plan.variants[k] for k in plan.quick.variants}, "eval": plan.quick.eval}
+    return plan.model_copy(update=update)
+
+
+def run_config(base: Config, loss: dict, seed: int, out_dir: Path) -> Config:
+    """The base recipe with this variant's loss section, seed and output directory."""
+    data = base.model_dump()
+    chunks = {k: data["loss"][k] for k in ("kl_chunk_rows", "logprob_chunk_rows")}
+    data["loss"] = {**chunks, **loss}
+    data["run"].update(seed=seed, out_dir=str(out_dir), name=out_dir.parent.name)
+    return Config.model_validate(data)
+
+
+def hardware() -> dict:
+    """CPU model, logical CPUs and memory of this machine, for the record."""
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = next(int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines()
+                   if x.startswith("MemTotal")) / 2**20
+    except (OSError, StopIteration, ValueError):
+        mem = None
+    return {"cpu": cpu, "nproc": os.cpu_count(), "mem_gib": round(mem, 1) if mem else None,
+            "python": platform.python_version()}
+
+
+def _log(msg: str) -> None:
+    print(f"[ablate] {msg}", file=sys.stderr, flush=True)
+
+
+def _train_all(plan: Ablation, base: Config, sft: Path, data_dir: Path, out: Path, train_fn: Callable) -> dict:
+    runs = [(v, s) for v in plan.variants for s in plan.seeds]
+    done_s, trained, models = 0.0, 0, {}
+    for i, (variant, seed) in enumerate(runs):
+        run_dir = out / "runs" / variant / f"seed{seed}"
+        summary_file = run_dir / "summary.json"
+        if summary_file.is_file():
+            summary = json.loads(summary_file.read_text())
+            _log(f"run {i + 1}/{len(runs)} {variant} seed {seed}: kept from {run_dir}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)  # a run stopped midway starts over from the warm start
+            t0 = time.monotonic()
+            summary = train_fn(run_config(base, plan.variants[variant], seed, run_dir), str(sft), data_dir)
+            done_s += time.monotonic() - t0
+            trained += 1
+            left = sum(1 for v, s in runs[i + 1:] if not (out / "runs" / v / f"seed{s}" / "summary.json").is_file())
+            _log(f"run {i + 1}/{len(runs)} {variant} seed {seed}: {summary['steps']} steps in "
+                 f"{time.monotonic() - t0:.0f} s; ETA training {left * done_s / trained:.0f} s")
+        models[(variant, seed)] = (Path(summary["checkpoint"]) / "model", run_dir)
+    return models
+
+
+def _evaluate_cached(evaluator, model: Path, path: Path) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = evaluator.evaluate(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def run_ablation(plan: Ablation, out: Path, train_fn: Callable, results_md: Path | None = None) -> dict:
+    """Train every (variant, seed), evaluate SFT and each aligned model, aggregate, write tables and plots."""
+    from medpo_ray.eval import plots
+    from medpo_ray.eval.structured import score_majority
+    from medpo_ray.eval.suite import Evaluator, headline, held_out
+    from medpo_ray.eval.tables import aggregate, markdown_mean_std
+    from medpo_ray.sft.run import ensure_data, ensure_sft, load_split
+
+    t0 = time.monotonic()
+    base = load_config(plan.base, plan.overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = ensure_data(base)
+    sft = ensure_sft(base)
+    _log(f"SFT warm start ({'cached' if sft.cached else 'trained'}): {sft.path}")
+    t_sft = time.monotonic() - t0
+    models = _train_all(plan, base, sft.path, data_dir, out, train_fn)
+    t_train = time.monotonic() - t0 - t_sft
+    records, _ = load_split(base, data_dir, plan.eval.split)
+    records = held_out(records, plan.eval.studies)
+    ev = Evaluator(records, tol=base.critic.measurement_tolerance_mm, max_tokens=base.rollout.max_tokens,
+                   grounding_studies=plan.eval.grounding_studies, corruption_cfg=base.corruption,
+                   dtype=base.model.dtype, max_model_len=base.model.max_model_len)
+    tag = f"{plan.eval.split}-{plan.eval.studies}-{plan.eval.grounding_studies}"
+    sft_result = _evaluate_cached(ev, sft.path, out / "eval" / f"sft-{tag}.json")
+    per_run = {key: _evaluate_cached(ev, model, run_dir / f"eval-{tag}.json")
+               for key, (model, run_dir) in models.items()}
+    t_eval = time.monotonic() - t0 - t_sft - t_train
+    train_records, _ = load_split(base, data_dir, "train")
+    majority = score_majority(records, train_records, base.critic.measurement_tolerance_mm)
+    columns = {"majority": aggregate([{k: majority.get(k) for k in majority if k != "n"}]),
+               "SFT": aggregate([headline(sft_result)])}
+    for variant in plan.variants:
+        columns[variant] = aggregate([headline(per_run[(variant, s)]) for s in plan.seeds])
+    table = markdown_mean_std(columns)
+    print(table)
+    plot_dir = (results_md.parent / "docs" / "results") if results_md else out
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    plots.ablation_bars({k: v for k, v in columns.items() if k != "majority"}, PLOT_KEYS,
+                        plot_dir / "ablation_bars.png")
+    plots.training_curves({v: [row for s in plan.seeds for row in plots.read_metrics_log(
+        models[(v, s)][1] / "metrics.jsonl")] for v in plan.variants}, plot_dir / "ablation_curves.png")
+    plots.per_finding_bars({"SFT": sft_result, **{v: per_run[(v, plan.seeds[0])] for v in plan.variants}},
+                           plot_dir / "ablation_per_finding_f1.png")
+    wall = {"total_s": round(time.monotonic() - t0, 1), "sft_s": round(t_sft, 1), "train_s": round(t_train, 1),
+            "eval_s": round(t_eval, 1)}
+    record = {"hardware": hardware(), "wall": wall, "plan": plan.model_dump(), "sft": str(sft.path),
+              "sft_cached": sft.cached, "steps": base.train.steps, "batch_size": base.train.batch_size,
+              "eval_records": len(records),
+              "columns": {n: {k: list(v) for k, v in c.items()} for n, c in columns.items()}}
+    (out / "ablation.json").write_text(json.dumps(record, indent=1))
+    (out / "ablation.md").write_text(table + "\n")
+    if results_md is not None:
+        write_results_block(results_md, results_block(record, table, plot_dir, results_md.parent))
+    return {"runs": len(models), "variants": len(plan.variants), "seeds": len(plan.seeds), **wall,
+            "table": str(out / "ablation.md"), "results_md": str(results_md) if results_md else None}
+
+
+def results_block(record: dict, table: str, plot_dir: Path, root: Path) -> str:
+    """The generated part of RESULTS.md: hardware, wall time, settings, the table and the plots."""
+    hw, wall, plan = record["hardware"], record["wall"], record["plan"]
+    rel = os.path.relpath(plot_dir, root)
+    lines = [
+        f"Hardware: {hw['cpu']}, {hw['nproc']} logical CPUs, {hw['mem_gib']} GiB RAM, Python {hw['python']}.",
+        f"Wall time: {wall['total_s']:.0f} s in all (SFT {wall['sft_s']:.0f} s"
+        f"{' from the cache' if record['sft_cached'] else ''}, on-policy runs {wall['train_s']:.0f} s, "
+        f"evaluation {wall['eval_s']:.0f} s).",
+        f"Settings: base recipe `{plan['base']}` with {plan['overrides'] or 'no overrides'}; "
+        f"{record['steps']} steps × {record['batch_size']} pairs per run; seeds {plan['seeds']}; "
+        f"evaluation on {plan['eval']['studies']} `{plan['eval']['split']}` studies ({record['eval_records']} "
+        f"report + VQA records), grounding on up to {plan['eval']['grounding_studies']} studies with lesions.",
+        "Variants (loss sections): " + "; ".join(f"`{k}` {v}" for k, v in plan["variants"].items()) + ".",
+        "", table, "",
+        f"![ablation bars]({rel}/ablation_bars.png)", "",
+        f"![training curves]({rel}/ablation_curves.png)", "",
+        f"![per-finding F1, first seed]({rel}/ablation_per_finding_f1.png)",
+    ]
+    return "\n".join(lines)
+
+
+def write_results_block(path: Path, block: str) -> None:
+    """Replace the generated block of `path` (between the markers), keeping the hand-written text around it."""
+    text = path.read_text() if path.is_file() else "# Results\n\n"
+    new = f"{BEGIN}\n{block}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + new + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + new + "\n"
+    path.write_text(text)
