@@ -38,7 +38,7 @@ class EvalSettings(_Strict):
 
 class QuickSettings(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    variants: list[str] = Field(default_factory=lambda: ["dpo", "fire_mpo"], min_length=1)
+    variants: list[str] = Field(default_factory=list)  # empty: the first two variants
     overrides: list[str] = Field(default_factory=list)  # applied after the main overrides
     eval: EvalSettings = EvalSettings(studies=20, grounding_studies=10)
 
@@ -84,7 +84,8 @@ def load_ablation(path: str | Path, quick: bool = False, overrides: list[str] = 
     update: dict = {"overrides": [*plan.overrides, *overrides]}
     if quick:
         update = {"overrides": [*plan.overrides, *plan.quick.overrides, *overrides], "seeds": plan.quick.seeds,
-                  "variants": {k: plan.variants[k] for k in plan.quick.variants}, "eval": plan.quick.eval}
+                  "variants": {k: plan.variants[k] for k in plan.quick.variants or list(plan.variants)[:2]},
+                  "eval": plan.quick.eval}
     return plan.model_copy(update=update)
 
 
