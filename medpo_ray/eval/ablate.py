@@ -118,24 +118,39 @@ def _log(msg: str) -> None:
     print(f"[ablate] {msg}", file=sys.stderr, flush=True)
 
 
+RUN_FILE = "ablate_run.json"  # what a finished run was trained from; a run is kept only if it still matches
+
+
+def _identity(cfg: Config, sft: Path) -> dict:
+    return {"sft": str(sft), "config": cfg.model_dump(mode="json")}
+
+
+def _kept(run_dir: Path, identity: dict) -> bool:
+    try:
+        return (run_dir / "summary.json").is_file() and json.loads((run_dir / RUN_FILE).read_text()) == identity
+    except (OSError, ValueError):
+        return False
+
+
 def _train_all(plan: Ablation, base: Config, sft: Path, data_dir: Path, out: Path, train_fn: Callable) -> dict:
-    runs = [(v, s) for v in plan.variants for s in plan.seeds]
-    done_s, trained, models = 0.0, 0, {}
-    for i, (variant, seed) in enumerate(runs):
-        run_dir = out / "runs" / variant / f"seed{seed}"
-        summary_file = run_dir / "summary.json"
-        if summary_file.is_file():
-            summary = json.loads(summary_file.read_text())
+    runs = {(v, s): run_config(base, plan.variants[v], s, out / "runs" / v / f"seed{s}")
+            for v in plan.variants for s in plan.seeds}
+    todo = [k for k, cfg in runs.items() if not _kept(Path(cfg.run.out_dir), _identity(cfg, sft))]
+    done_s, models = 0.0, {}
+    for i, ((variant, seed), cfg) in enumerate(runs.items()):
+        run_dir = Path(cfg.run.out_dir)
+        if (variant, seed) not in todo:
             _log(f"run {i + 1}/{len(runs)} {variant} seed {seed}: kept from {run_dir}")
         else:
-            shutil.rmtree(run_dir, ignore_errors=True)  # a run stopped midway starts over from the warm start
+            shutil.rmtree(run_dir, ignore_errors=True)  # a stale or half-finished run starts over from the warm start
             t0 = time.monotonic()
-            summary = train_fn(run_config(base, plan.variants[variant], seed, run_dir), str(sft), data_dir)
+            train_fn(cfg, str(sft), data_dir)
+            (run_dir / RUN_FILE).write_text(json.dumps(_identity(cfg, sft), indent=1))
             done_s += time.monotonic() - t0
-            trained += 1
-            left = sum(1 for v, s in runs[i + 1:] if not (out / "runs" / v / f"seed{s}" / "summary.json").is_file())
-            _log(f"run {i + 1}/{len(runs)} {variant} seed {seed}: {summary['steps']} steps in "
-                 f"{time.monotonic() - t0:.0f} s; ETA training {left * done_s / trained:.0f} s")
+            n = todo.index((variant, seed)) + 1
+            _log(f"run {i + 1}/{len(runs)} {variant} seed {seed}: trained in {time.monotonic() - t0:.0f} s; "
+                 f"ETA training {(len(todo) - n) * done_s / n:.0f} s")
+        summary = json.loads((run_dir / "summary.json").read_text())
         models[(variant, seed)] = (Path(summary["checkpoint"]) / "model", run_dir)
     return models
 
@@ -172,7 +187,7 @@ def run_ablation(plan: Ablation, out: Path, train_fn: Callable, results_md: Path
                    grounding_studies=plan.eval.grounding_studies, corruption_cfg=base.corruption,
                    dtype=base.model.dtype, max_model_len=base.model.max_model_len)
     tag = f"{plan.eval.split}-{plan.eval.studies}-{plan.eval.grounding_studies}"
-    sft_result = _evaluate_cached(ev, sft.path, out / "eval" / f"sft-{tag}.json")
+    sft_result = _evaluate_cached(ev, sft.path, out / "eval" / f"sft-{sft.path.name}-{tag}.json")
     per_run = {key: _evaluate_cached(ev, model, run_dir / f"eval-{tag}.json")
                for key, (model, run_dir) in models.items()}
     t_eval = time.monotonic() - t0 - t_sft - t_train
@@ -194,7 +209,11 @@ def run_ablation(plan: Ablation, out: Path, train_fn: Callable, results_md: Path
                            plot_dir / "ablation_per_finding_f1.png")
     wall = {"total_s": round(time.monotonic() - t0, 1), "sft_s": round(t_sft, 1), "train_s": round(t_train, 1),
             "eval_s": round(t_eval, 1)}
-    record = {"hardware": hardware(), "wall": wall, "plan": plan.model_dump(), "sft": str(sft.path),
+    # What the work cost when it was done, also when this call found it on disk.
+    measured = {"runs_s": round(sum(json.loads((d / "summary.json").read_text())["seconds"]
+                                    for _, d in models.values()), 1),
+                "evals_s": round(sum(r["seconds"]["total"] for r in (sft_result, *per_run.values())), 1)}
+    record = {"hardware": hardware(), "wall": wall, "measured": measured, "plan": plan.model_dump(), "sft": str(sft.path),
               "sft_cached": sft.cached, "steps": base.train.steps, "batch_size": base.train.batch_size,
               "eval_records": len(records),
               "columns": {n: {k: list(v) for k, v in c.items()} for n, c in columns.items()}}
@@ -212,9 +231,12 @@ def results_block(record: dict, table: str, plot_dir: Path, root: Path) -> str:
     rel = os.path.relpath(plot_dir, root)
     lines = [
         f"Hardware: {hw['cpu']}, {hw['nproc']} logical CPUs, {hw['mem_gib']} GiB RAM, Python {hw['python']}.",
-        f"Wall time: {wall['total_s']:.0f} s in all (SFT {wall['sft_s']:.0f} s"
+        f"Wall time of the call that wrote this: {wall['total_s']:.0f} s (SFT {wall['sft_s']:.0f} s"
         f"{' from the cache' if record['sft_cached'] else ''}, on-policy runs {wall['train_s']:.0f} s, "
-        f"evaluation {wall['eval_s']:.0f} s).",
+        f"evaluation {wall['eval_s']:.0f} s; finished runs and evaluations found on disk cost nothing here). "
+        f"As measured when they ran: {len(plan['variants']) * len(plan['seeds'])} on-policy runs "
+        f"{record['measured']['runs_s']:.0f} s (pipeline time, Ray start excluded), "
+        f"{1 + len(plan['variants']) * len(plan['seeds'])} evaluations {record['measured']['evals_s']:.0f} s.",
         f"Settings: base recipe `{plan['base']}` with {plan['overrides'] or 'no overrides'}; "
         f"{record['steps']} steps × {record['batch_size']} pairs per run; seeds {plan['seeds']}; "
         f"evaluation on {plan['eval']['studies']} `{plan['eval']['split']}` studies ({record['eval_records']} "

@@ -78,8 +78,13 @@ def ablation_bars(columns: dict[str, dict[str, tuple]], keys: Sequence[tuple[str
         means = [columns[n][key][0] or 0.0 for n in names]
         stds = [columns[n][key][1] or 0.0 for n in names]
         ax.bar(range(len(names)), means, yerr=stds, capsize=3)
+        # Variants differ by a few points: an axis from 0 would hide them (the title says so).
+        lo = min(m - s for m, s in zip(means, stds, strict=True))
+        hi = max(m + s for m, s in zip(means, stds, strict=True))
+        pad = max(hi - lo, 1e-3) * 0.25
+        ax.set_ylim(lo - pad, hi + pad)
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(f"{title} (zoomed)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -85,3 +85,20 @@ def test_results_block_is_replaced_and_hand_text_kept(tmp_path):
     md.write_text(text.replace(END, END + "\n\nafter by hand"))
     write_results_block(md, "table v3")
     assert "intro by hand" in md.read_text() and "after by hand" in md.read_text()
+
+
+def test_a_finished_run_is_kept_only_while_it_matches_its_recipe_and_warm_start(tmp_path):
+    import json
+
+    from medpo_ray.eval.ablate import RUN_FILE, _identity, _kept
+
+    cfg = run_config(load_config(None), {"preset": "dpo"}, 0, tmp_path / "dpo" / "seed0")
+    run = tmp_path / "dpo" / "seed0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    assert not _kept(run, _identity(cfg, tmp_path / "sft-a"))  # no record of what it came from
+    (run / RUN_FILE).write_text(json.dumps(_identity(cfg, tmp_path / "sft-a")))
+    assert _kept(run, _identity(cfg, tmp_path / "sft-a"))
+    assert not _kept(run, _identity(cfg, tmp_path / "sft-b"))
+    other = run_config(load_config(None, ["train.steps=3"]), {"preset": "dpo"}, 0, run)
+    assert not _kept(run, _identity(other, tmp_path / "sft-a"))
