@@ -94,7 +94,10 @@ class Fleet:
     def _resync(self, actor) -> None:
         # A restarted engine serves its initial weights: give it the current ones before new work.
         if self.weights_ref is not None:
-            actor.sync_from.remote(self.weights_ref, self.version)
+            try:
+                ray.get(actor.sync_from.remote(self.weights_ref, self.version))
+            except RayActorError as e:
+                raise StageError("rollout", f"restarted engine lost while loading version {self.version}: {e}") from e
 
     def shutdown(self) -> None:
         """Stop the learner group (its placement group) and every stage actor."""

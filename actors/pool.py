@@ -4,9 +4,9 @@ actor death and a per-stage deadline.
 Every stage method returns `(meta, payload)` (called with num_returns=2): the driver fetches only the
 small `meta` (ids, counts) and hands the `payload` ref to the next stage, so the payload is put into
 the object store once, by its producer. A call that fails because its actor died is re-submitted with
-the same argument refs once Ray has restarted the actor (`max_restarts`), up to `max_attempts`; a call
-that exceeds the stage deadline raises `StageError` naming the stage and its records, instead of an
-opaque hang.
+the same argument refs once Ray has restarted the actor (`max_restarts`) and `on_restart` has prepared
+it, up to `max_attempts`; a call that exceeds the stage deadline raises `StageError` naming the stage
+and its records, instead of an opaque hang.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
 from actors import metrics
 from medpo_ray.ledger import Ledger
@@ -41,6 +41,7 @@ class _Call:
     payload: ray.ObjectRef
     started: float = field(default_factory=time.monotonic)
     attempts: int = 1
+    life: int = 0  # which restart of its actor the call was sent to
 
 
 @dataclass
@@ -67,6 +68,7 @@ class StagePool:
         self.on_restart = on_restart  # e.g. push the current weights into a restarted rollout engine
         self.extra_args = extra_args  # appended to every call (e.g. the sampling spec)
         self._calls: dict[ray.ObjectRef, _Call] = {}
+        self._lives = [0] * len(self.actors)  # restarts seen per actor
         self.restarts = 0
 
     def free_slots(self) -> int:
@@ -90,6 +92,7 @@ class StagePool:
         fn = getattr(self.actors[call.actor], self.method)
         call.meta, call.payload = fn.options(num_returns=2).remote(*call.args, *self.extra_args)
         call.started = time.monotonic()
+        call.life = self._lives[call.actor]
         self._calls[call.meta] = call
 
     def wait_refs(self) -> list[ray.ObjectRef]:
@@ -118,13 +121,31 @@ class StagePool:
     def _retry(self, call: _Call, err: Exception) -> None:
         if call.attempts >= self.max_attempts:
             raise StageError(self.name, f"actor died {call.attempts} times on records {call.ids[:5]}: {err}")
-        self.restarts += 1
-        metrics.inc("medpo_actor_restarts_total", stage=self.name)
-        if self.on_restart is not None:
-            self.on_restart(self.actors[call.actor])
+        if call.life == self._lives[call.actor]:  # the first failed call of this death recovers the actor
+            self._await_restart(call.actor)
+            self._lives[call.actor] += 1
+            self.restarts += 1
+            metrics.inc("medpo_actor_restarts_total", stage=self.name)
+            if self.on_restart is not None:
+                self.on_restart(self.actors[call.actor])
         call.attempts += 1
         self.ledger.reissued[self.name] += len(call.ids)
         self._start(call)
+
+    def _await_restart(self, index: int) -> None:
+        """Block until Ray has restarted actor `index`: calls sent while it restarts fail (after ~2 s each)
+        as unavailable, so a re-issued call would burn its attempts on the restart itself."""
+        deadline = time.monotonic() + self.deadline_s
+        while True:
+            try:
+                ray.get(self.actors[index].__ray_ready__.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                return
+            except ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise StageError(self.name, f"actor {index} did not come back within {self.deadline_s:.0f} s "
+                                     "of its death") from None
+            except (ActorDiedError, GetTimeoutError) as e:
+                raise StageError(self.name, f"actor {index} died and was not restarted: {e}") from None
 
     def check_deadline(self) -> None:
         """Raise StageError if any call has run longer than the stage deadline."""
