@@ -1,0 +1,387 @@
+"""Pipeline benchmark: the on-policy driver (medpo_ray/pipeline.py) on a local Ray, strict vs bounded-async,
+against the same loop as one plain Python process (bench/_pipeline_seq.py), plus the driver's queue
+plumbing over no-op actors.
+
+usage: python bench/pipeline.py [--steps 20] [--warmup 2] [--batch 8] [--micro-batch 4] [--learners 1]
+Figures (the last printed line is one JSON object):
+- strict_pairs_per_s / async_pairs_per_s: trained pairs per second after the warm-up steps, max_staleness
+  0 and 1, and their ratio async_vs_strict_ratio.
+- ray_vs_sequential_ratio: seconds per pair of the strict Ray run with ONE learner rank over those of the
+  sequential loop (one process, one DeepSpeed rank, same thread count as Ray gives a 1-CPU actor).
+- weight_sync_share: weight-sync seconds over the strict run's wall time (measured steps).
+- queue_overhead_ms_per_record: the driver's stage plumbing (ray.put, StagePool submit, ray.wait, meta get,
+  argument and payload transfer) per record, measured by running the three stages' StagePools over no-op
+  actors that return the real payloads of the strict run.
+- object_store_bytes_per_record: bytes Ray stored for every payload of the strict run (records chunks,
+  rollout results, pairs, TrainExamples, exported weights; Ray's own object_size) per issued record.
+Per-stage seconds per step come from the stage pools' finished calls (submit -> collect) observed from
+outside the driver. Timings are wall clock on a shared machine: the load average is in the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PAYLOAD_KINDS = ("records", "rollout", "editor", "corruption", "weights")
+# Actor methods on the step's path, by the stage they are (Ray timeline names: "task::Class.method").
+STAGE_TASKS = {"RolloutActor.rollout": "rollout", "SpanEditor.edit_rollouts": "editor",
+               "CorruptionWorker.examples": "corruption", "LearnerRank.train_step": "learner",
+               "LearnerRank.export_weights": "weight_export", "RolloutActor.sync_from": "weight_load"}
+
+
+def log(msg: str) -> None:
+    """A timestamped progress line."""
+    print(f"[bench/pipeline {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def recipe(args, root: Path, name: str, learners: int, staleness: int) -> dict:
+    """The run's config: embedded VQA data, the tiny preset's step-bounded warm start, a small lr."""
+    return {
+        "run": {"name": f"bench-{name}", "out_dir": str(root / "runs" / name), "seed": 0},
+        "data": {"path": str(root / "data"), "studies": 200, "task": "vqa"},
+        "model": {"preset": "tiny"},
+        # Step-bounded (not time-bounded) warm start: the same policy, hence the same answers, on any machine.
+        "sft": {"steps": 150, "max_seconds": 600, "out_dir": str(root / "sft")},
+        # A checkpoint is not part of a step's throughput: only the final one is written, after the window.
+        "train": {"steps": args.steps, "batch_size": args.batch, "micro_batch": args.micro_batch,
+                  "num_learners": learners, "zero_stage": 1, "checkpoint_every": 10_000, "lr": 1e-5,
+                  "max_staleness": staleness},
+    }
+
+
+def window(ends: list[float], pairs: list[int], warmup: int) -> tuple[float, int]:
+    """(seconds, pairs) from the end of the warm-up steps to the end of the last step."""
+    return ends[-1] - ends[warmup - 1], sum(pairs[warmup:])
+
+
+def run_sequential(args, root: Path, cfg: dict, model_dir: str, threads: int) -> dict:
+    """bench/_pipeline_seq.py in a fresh process (no Ray), with the thread count Ray gives a 1-CPU actor."""
+    path = root / "sequential.json"
+    path.write_text(json.dumps(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_pipeline_seq.py"), str(path), model_dir],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = ""
+    for line in proc.stdout:
+        if line.startswith("[bench/pipeline seq"):
+            print(line, end="", flush=True)
+        if line.strip():
+            last = line
+    if proc.wait() != 0:
+        raise SystemExit(f"sequential loop failed (exit {proc.returncode}); last line: {last.strip()}")
+    out = json.loads(last)
+    steps = out["steps"]
+    secs, pairs = window([s["end"] for s in steps], [s["pairs"] for s in steps], args.warmup)
+    measured = steps[args.warmup:]
+    return {"pairs_per_s": pairs / secs, "startup_s": out["startup_s"], "keys": [s["keys"] for s in steps],
+            "step_s": secs / len(measured),
+            "stage_s": {k: statistics.mean(s["stage_s"][k] for s in measured) for k in measured[0]["stage_s"]}}
+
+
+class Probe:
+    """Observes one Driver from outside: per-step stage seconds, learner and sync time, payload refs."""
+
+    def __init__(self, driver, fleet):
+        self.driver, self.fleet = driver, fleet
+        self.stage_s: dict[int, dict[str, float]] = {}
+        self.payloads: list[tuple[str, object, int]] = []  # (kind, ref, records it carries)
+        self.samples: dict[str, tuple] = {}  # kind -> (records, meta, ref) of its largest call
+        self.ends: list[float] = []
+        self.epoch_ends: list[float] = []  # the same instants in epoch seconds, for Ray's timeline
+        self.bytes: dict[str, int] = {}
+        self.issued = 0
+        for pool in (fleet.rollout, fleet.editor, fleet.corruption):
+            pool.collect = self._collect(pool, pool.collect)
+        fleet.rollout.submit = self._submit(fleet.rollout.submit)
+        fleet.learners.train_step = self._timed("learner", fleet.learners.train_step, lambda: driver.step)
+        driver._sync_weights = self._sync(driver._sync_weights)
+
+    def _add(self, step: int, key: str, seconds: float) -> None:
+        d = self.stage_s.setdefault(step, {})
+        d[key] = d.get(key, 0.0) + seconds
+
+    def _submit(self, submit):
+        def wrapped(ids, records_ref, *rest):
+            self.payloads.append(("records", records_ref, len(ids)))
+            self._sample("records", len(ids), None, records_ref)
+            return submit(ids, records_ref, *rest)
+        return wrapped
+
+    def _collect(self, pool, collect):
+        def wrapped(ready):
+            done = collect(ready)
+            for d in done:
+                step = self.driver.where[d.ids[0]][0].step
+                self._add(step, pool.name, d.seconds)
+                if pool.name == "rollout":
+                    self._add(step, "rollout_engine", d.meta["seconds"])
+                self.payloads.append((pool.name, d.payload, len(d.ids)))
+                self._sample(pool.name, len(d.ids), d.meta, d.payload)
+            return done
+        return wrapped
+
+    def _sample(self, kind: str, n: int, meta, ref) -> None:
+        # The no-op replay uses each stage's largest call: a full chunk unless the critic rejected some.
+        if n > self.samples.get(kind, (0,))[0]:
+            self.samples[kind] = (n, meta, ref)
+
+    def _timed(self, key, fn, step):
+        def wrapped(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self._add(step(), key, time.perf_counter() - t)
+        return wrapped
+
+    def _sync(self, sync):
+        def wrapped():
+            t = time.perf_counter()
+            sync()
+            now = time.perf_counter()
+            self._add(self.driver.step - 1, "weight_sync", now - t)
+            self.ends.append(now)
+            self.epoch_ends.append(time.time())
+            self.payloads.append(("weights", self.fleet.weights_ref, 0))
+        return wrapped
+
+    def object_bytes(self) -> dict[str, int]:
+        """Bytes Ray holds per payload kind (object_size of every ref, inlined or in the plasma store)."""
+        import ray
+
+        refs = list(dict.fromkeys(r for _, r, _ in self.payloads))
+        sizes = {r: v["object_size"] for r, v in ray.experimental.get_object_locations(refs).items()}
+        out = dict.fromkeys(PAYLOAD_KINDS, 0)
+        seen = set()
+        for kind, ref, _ in self.payloads:
+            if ref not in seen:  # a records chunk is passed to three stages but stored once
+                out[kind] += sizes[ref]
+                seen.add(ref)
+        return out
+
+
+def actor_seconds(t0: float, t1: float, learners: int) -> dict[str, float]:
+    """Seconds the stage actors spent executing their methods that started in [t0, t1) (epoch), from
+    Ray's task timeline: the `task:execute` spans inside each method's span on the same worker (the
+    method's span itself also holds argument and output transfer). Learner figures are per rank."""
+    import ray
+
+    events = [e for e in ray.timeline() if e.get("ph") == "X"]
+    execs: dict[str, list[tuple[float, float]]] = {}
+    for e in events:
+        if e["cat"] == "task:execute":
+            execs.setdefault(e["tid"], []).append((e["ts"], e["dur"]))
+    out = dict.fromkeys(STAGE_TASKS.values(), 0.0)
+    for e in events:
+        stage = STAGE_TASKS.get(e["cat"].removeprefix("task::"))
+        if stage and t0 <= e["ts"] / 1e6 < t1:
+            inner = sum(d for ts, d in execs.get(e["tid"], ()) if e["ts"] <= ts <= e["ts"] + e["dur"])
+            out[stage] += inner / 1e6 / (learners if stage.startswith(("learner", "weight_export")) else 1)
+    return out
+
+
+def run_ray(args, cfg_dict: dict, model_dir: str, records: dict) -> tuple[dict, Probe]:
+    """One driver run over a fresh Fleet; its throughput and per-step figures."""
+    from actors.fleet import Fleet
+    from medpo_ray.config import Config
+    from medpo_ray.pipeline import Driver
+
+    cfg = Config.model_validate(cfg_dict)
+    shutil.rmtree(cfg.run.out_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    fleet = Fleet(cfg, model_dir)
+    try:
+        driver = Driver(cfg, records, fleet)
+        probe = Probe(driver, fleet)
+        startup = time.perf_counter() - t0
+        log(f"fleet up in {startup:.1f} s; training {cfg.train.steps} steps (max_staleness "
+            f"{cfg.train.max_staleness}, {cfg.train.num_learners} learner(s))")
+        history = driver.run()
+        probe.bytes = probe.object_bytes()
+        probe.issued = len(driver.ledger.issued)
+    finally:
+        fleet.shutdown()
+    pairs = [h["pairs"] for h in history]
+    secs, n = window(probe.ends, pairs, args.warmup)
+    measured = range(args.warmup, cfg.train.steps)
+    keys = sorted({k for s in measured for k in probe.stage_s[s]})
+    stage = {k: statistics.mean(probe.stage_s[s].get(k, 0.0) for s in measured) for k in keys}
+    busy = actor_seconds(probe.epoch_ends[args.warmup - 1], probe.epoch_ends[-1], cfg.train.num_learners)
+    busy = {k: v / len(measured) for k, v in busy.items()}
+    issued_per_step = probe.issued / cfg.train.steps
+    out = {"actor_s": busy, "issued_per_step": issued_per_step,
+           # Strict mode runs one stage at a time: what the step took beyond its actors' execution is the
+           # driver's and Ray's plumbing (puts, submits, waits, transfers, the driver's own work).
+           "plumbing_ms_per_record": 1000 * (secs / len(measured) - sum(busy.values())) / issued_per_step,
+           "pairs_per_s": n / secs, "startup_s": startup, "step_s": secs / len(measured),
+           "weight_sync_share": sum(probe.stage_s[s]["weight_sync"] for s in measured) / secs,
+           "stage_s": stage, "keys": [h["keys"] for h in history],
+           "staleness_max": max(h["staleness_max"] for h in history)}
+    log(f"{n / secs:.2f} pairs/s over steps {args.warmup + 1}..{cfg.train.steps}; per step: submit->collect "
+        + " ".join(f"{k}={v:.3f}" for k, v in stage.items()) + "; actors executing "
+        + " ".join(f"{k}={v:.3f}" for k, v in busy.items()))
+    return out, probe
+
+
+def queue_overhead(probe: Probe, chunks: int) -> dict:
+    """ms per record of the driver's plumbing: three StagePools chained as the pump chains them, over
+    no-op actors that hand back the strict run's real payloads (so transfers are the real sizes)."""
+    import ray
+
+    from actors.pool import StagePool
+    from medpo_ray.ledger import Ledger
+
+    @ray.remote(num_cpus=0.25)
+    class NoopStage:
+        """Returns a fixed (meta, payload): every cost left is Ray's and the pool's."""
+
+        def __init__(self, meta, payload):
+            self.meta, self.payload = meta, payload
+
+        def call(self, *args):
+            """Ignore the (resolved) arguments; hand back the stored result."""
+            return self.meta, self.payload
+
+    records = ray.get(probe.samples["records"][2])
+    stages = [(name, *probe.samples[name][1:]) for name in ("rollout", "editor", "corruption")]
+    ledger = Ledger()
+    pools = [StagePool(name, [NoopStage.remote(meta, ray.get(ref))], "call", ledger) for name, meta, ref in stages]
+    n = len(records)
+
+    def one_chunk(c: int) -> None:
+        ids = [f"noop{c}-{i}" for i in range(n)]
+        ledger.issue(ids)
+        ref = ray.put(records)
+        pools[0].submit(ids, ref)
+        for i, pool in enumerate(pools):
+            done = []
+            while not done:
+                ready, _ = ray.wait(pool.wait_refs(), num_returns=1, timeout=1.0)
+                done = pool.collect(ready)
+            if i + 1 < len(pools):
+                pools[i + 1].submit(ids, ref, done[0].payload)
+
+    for c in range(5):  # actor start-up and first-call costs are not per-record plumbing
+        one_chunk(-1 - c)
+    t = time.perf_counter()
+    for c in range(chunks):
+        one_chunk(c)
+    secs = time.perf_counter() - t
+    for p in pools:
+        for a in p.actors:
+            ray.kill(a)
+    return {"ms_per_record": 1000 * secs / (chunks * n), "ms_per_chunk": 1000 * secs / chunks, "chunk": n}
+
+
+def actor_threads() -> int:
+    """OMP_NUM_THREADS as Ray sets it for a 1-CPU actor (the rollout engine's and a learner rank's)."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def threads() -> str:
+        return os.environ.get("OMP_NUM_THREADS", "")
+
+    value = ray.get(threads.remote())
+    return int(value) if value.isdigit() else os.cpu_count() or 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print progress and a final JSON line."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", default="/tmp/medpo_bench_pipeline", help="data, warm start and run directories")
+    p.add_argument("--steps", type=int, default=20, help="training steps per run (default 20)")
+    p.add_argument("--warmup", type=int, default=2, help="first steps left out of the rates (default 2)")
+    p.add_argument("--batch", type=int, default=8, help="pairs per step (default 8)")
+    p.add_argument("--micro-batch", type=int, default=4, help="pairs per forward per rank (default 4)")
+    p.add_argument("--learners", type=int, default=1,
+                   help="learner ranks of the strict/async runs (default 1); the sequential ratio always "
+                        "uses a 1-rank strict run")
+    p.add_argument("--noop-chunks", type=int, default=60, help="chunks through the no-op stages (default 60)")
+    args = p.parse_args(argv)
+    if not 1 <= args.warmup < args.steps:
+        p.error("--warmup must be at least 1 and below --steps")
+    load0 = os.getloadavg()
+    root = Path(args.root)
+    from medpo_ray.config import Config
+    from medpo_ray.pipeline import load_train_records
+    from medpo_ray.sft.run import ensure_data, ensure_sft
+
+    base = recipe(args, root, "strict", args.learners, 0)
+    t = time.perf_counter()
+    model_dir = str(ensure_sft(Config.model_validate(base)).path)
+    records = load_train_records(Config.model_validate(base), ensure_data(Config.model_validate(base)))
+    log(f"warm-started policy {model_dir} ready in {time.perf_counter() - t:.1f} s; {len(records)} records")
+
+    import ray
+
+    from medpo_ray.training.dist import free_port
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on loopback only
+    ray.init(num_cpus=max(os.cpu_count() or 1, args.learners + 2), include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1", _metrics_export_port=free_port())
+    threads = actor_threads()
+    log(f"local Ray up; a 1-CPU actor runs with OMP_NUM_THREADS={threads}")
+    try:
+        strict, probe = run_ray(args, base, model_dir, records)
+        async_, _ = run_ray(args, recipe(args, root, "async", args.learners, 1), model_dir, records)
+        one = strict
+        if args.learners != 1:
+            one, _ = run_ray(args, recipe(args, root, "strict1", 1, 0), model_dir, records)
+        log(f"queue plumbing over no-op actors: {args.noop_chunks} chunks")
+        queue = queue_overhead(probe, args.noop_chunks)
+    finally:
+        ray.shutdown()
+    log("sequential loop (no Ray), 1 learner, strict")
+    seq = run_sequential(args, root, recipe(args, root, "sequential", 1, 0), model_dir, threads)
+    log(f"sequential: {seq['pairs_per_s']:.2f} pairs/s; per step "
+        + " ".join(f"{k}={v:.2f}" for k, v in seq["stage_s"].items()))
+
+    nbytes = probe.bytes
+    result = {
+        "strict_pairs_per_s": round(strict["pairs_per_s"], 3),
+        "async_pairs_per_s": round(async_["pairs_per_s"], 3),
+        "async_vs_strict_ratio": round(async_["pairs_per_s"] / strict["pairs_per_s"], 3),
+        "weight_sync_share": round(strict["weight_sync_share"], 4),
+        "ray_vs_sequential_ratio": round(seq["pairs_per_s"] / one["pairs_per_s"], 3),
+        "queue_overhead_ms_per_record": round(queue["ms_per_record"], 3),
+        "object_store_bytes_per_record": round(sum(nbytes.values()) / probe.issued),
+        "object_store_bytes_per_record_by_payload": {k: round(v / probe.issued) for k, v in nbytes.items()},
+        "sequential_pairs_per_s": round(seq["pairs_per_s"], 3),
+        "ray_1_learner_pairs_per_s": round(one["pairs_per_s"], 3),
+        "same_samples_as_sequential": one["keys"] == seq["keys"],
+        "async_staleness_max": async_["staleness_max"],
+        "strict_submit_to_collect_s_per_step": {k: round(v, 3) for k, v in strict["stage_s"].items()},
+        "async_submit_to_collect_s_per_step": {k: round(v, 3) for k, v in async_["stage_s"].items()},
+        "sequential_stage_s_per_step": {k: round(v, 3) for k, v in seq["stage_s"].items()},
+        "strict_step_s": round(strict["step_s"], 3), "async_step_s": round(async_["step_s"], 3),
+        "sequential_step_s": round(seq["step_s"], 3),
+        "queue_ms_per_chunk": round(queue["ms_per_chunk"], 2), "queue_chunk_records": queue["chunk"],
+        "strict_actor_s_per_step": {k: round(v, 3) for k, v in strict["actor_s"].items()},
+        "strict_plumbing_ms_per_record": round(strict["plumbing_ms_per_record"], 2),
+        "issued_per_step": round(strict["issued_per_step"], 2),
+        "startup_s": {"ray_strict": round(strict["startup_s"], 1), "ray_async": round(async_["startup_s"], 1),
+                      "sequential": round(seq["startup_s"], 1)},
+        "settings": {"preset": "tiny", "task": "vqa", "studies": 200, "sft_steps": 150, "lr": 1e-5,
+                     "steps": args.steps, "warmup_steps": args.warmup, "batch_size": args.batch,
+                     "micro_batch": args.micro_batch, "learners": args.learners, "rollout_engines": 1,
+                     "zero_stage": 1, "actor_omp_threads": threads, "sequential_omp_threads": threads,
+                     "ratio_run": "strict, 1 learner rank vs 1 process"},
+        "load_avg_1m": [round(load0[0], 2), round(os.getloadavg()[0], 2)], "cpus": os.cpu_count(),
+        "targets": {"weight_sync_share": 0.05, "ray_vs_sequential_ratio": 1.15, "queue_overhead_ms_per_record": 2},
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
