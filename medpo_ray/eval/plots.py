@@ -52,17 +52,23 @@ def read_metrics_log(path: Path) -> list[dict]:
 
 
 def training_curves(logs: dict[str, Sequence[dict]], path: Path) -> Path:
-    """Loss terms and reward accuracy against step, one line per run (or per variant, seeds overlaid)."""
+    """Loss terms and reward accuracy against step, one line per name (rows of several seeds averaged per step)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(CURVES), figsize=(3.2 * len(CURVES), 3.0))
     for ax, (key, title) in zip(axes, CURVES, strict=True):
-        for name, rows in logs.items():
-            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float)]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), label=name, lw=1)
+        for k, (name, rows) in enumerate(logs.items()):
+            by_step: dict[int, list[float]] = {}
+            for r in rows:
+                if isinstance(r.get(key), int | float):
+                    by_step.setdefault(r["step"], []).append(r[key])
+            if by_step:
+                steps = sorted(by_step)
+                # A fixed colour per name, so a name keeps its colour in panels where others have no value.
+                ax.plot(steps, [sum(by_step[t]) / len(by_step[t]) for t in steps], label=name, lw=1, color=f"C{k}")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
     axes[0].legend(fontsize=7)
+    fig.suptitle("per-step learner metrics (mean over seeds)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
