@@ -23,7 +23,8 @@ def ray_down():
 
 
 def test_quick_ablation_end_to_end_and_resumed(tmp_path, capsys, ray_down):
-    sets = [f"data.path={tmp_path / 'data'}", "data.studies=300", f"sft.out_dir={tmp_path / 'sft'}",
+    # Small data and a 10 s SFT: the test keeps the command working, the numbers do not matter.
+    sets = [f"data.path={tmp_path / 'data'}", "data.studies=200", "sft.max_seconds=10", f"sft.out_dir={tmp_path / 'sft'}",
             f"metrics.export_port={free_port()}"]
     argv = ["ablate", "--quick", "--config", str(RECIPE), "--out", str(tmp_path / "out"),
             "--results", str(tmp_path / "RESULTS.md"), *[a for s in sets for a in ("--set", s)]]
