@@ -39,11 +39,14 @@ def stale_dropped(n: int) -> None:
     metrics.inc("medpo_stale_dropped_total", n)
 
 
-def stages(pools: Iterable) -> None:
-    """In-flight calls of each stage against the most it may hold (its backpressure window)."""
+def stages(pools: Iterable, waiting: int, capacity: int) -> None:
+    """In-flight calls of each stage against the most it may hold (its backpressure window), and the
+    examples `waiting` for the learner against the `capacity` of the open steps."""
     for pool in pools:
         metrics.set("medpo_queue_depth", pool.in_flight(), queue=pool.name)
         metrics.set("medpo_queue_capacity", pool.in_flight() + pool.free_slots(), queue=pool.name)
+    metrics.set("medpo_queue_depth", waiting, queue="learner")
+    metrics.set("medpo_queue_capacity", capacity, queue="learner")
 
 
 def weight_sync(seconds: float) -> None:

@@ -176,7 +176,8 @@ class Driver:
                 self.ledger.start("learner", made)  # an example waiting for its step is in flight, not lost
             for b in self.open:
                 self._top_up(b)
-            driver_metrics.stages((f.rollout, f.editor, f.corruption))
+            driver_metrics.stages((f.rollout, f.editor, f.corruption), sum(len(b.examples) for b in self.open),
+                                  self.n * (1 + self.s))
             for st in (f.rollout, f.editor, f.corruption):
                 st.check_deadline()
 

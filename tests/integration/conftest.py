@@ -80,7 +80,8 @@ def pipeline_ray():
     import ray
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # The payloads are small; a 1 GiB object store leaves the machine's shared memory to the actors.
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
-             _metrics_export_port=free_port())
+             _metrics_export_port=free_port(), object_store_memory=1 << 30)
     yield
     ray.shutdown()

@@ -78,4 +78,5 @@ def test_prometheus_counted_what_the_run_trained(job):
     assert prom.scalar("max(max_over_time(ray_medpo_checkpoint_timestamp_seconds[10m]))") > 0
     assert prom.query('max_over_time(ray_medpo_loss{term="total"}[10m])')
     assert prom.query('max_over_time(ray_medpo_reward_accuracy{pair="pref"}[10m])')
+    assert prom.scalar('max(max_over_time(ray_medpo_queue_capacity{queue="learner"}[10m]))') == 4  # one step
     assert prom.query('max_over_time(ray_medpo_queue_capacity{queue="rollout"}[10m])')

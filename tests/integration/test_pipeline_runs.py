@@ -1,32 +1,40 @@
-"""`medpo-ray train` end to end on a local Ray: the ledger of a strict run, a killed-and-resumed run that
-trains exactly what the uninterrupted one trained, and a bounded-async run.
+"""`medpo-ray train` end to end on a local Ray: the ledger of a strict run, a bounded-async run, and a run
+that loses its rollout engine and span editor mid-call (restarted, records re-issued) and then a learner
+rank (the run stops naming its checkpoint), resumed with --resume to exactly what the uninterrupted run
+trained, sample by sample and weight by weight.
 
 Every run is the real thing: vLLM rollouts, the reference critic's span edits, lesion corruption and two
-DeepSpeed ranks (gloo). The records are reproducible (step-bounded warm start, greedy decoding), so the
-resumed run can be compared with the uninterrupted one sample by sample and weight by weight.
+DeepSpeed ranks (gloo). The records are reproducible (step-bounded warm start, greedy decoding), which
+is what makes the comparison exact. Stage actors are killed while one of their calls is in flight for
+sure: the process is SIGSTOPped first, and killed only while the driver still waits for its answer. A
+restarted engine must serve the current weights: had it served the warm start, its answers would be a
+version too old and strict mode would drop them as stale.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
-import sys
+import os
+import re
+import signal
+import threading
+import time
 from pathlib import Path
 
-import psutil
 import pytest
+import ray
 from safetensors.torch import load_file
 
+from actors.fleet import Fleet
 from medpo_ray.cli import main
 from medpo_ray.ledger import Ledger
-from medpo_ray.pipeline import METRICS_FILE, STATE_FILE
-from tests.integration.promstack import free_port, wait_until
+from medpo_ray.pipeline import METRICS_FILE, STATE_FILE, Driver, RunStopped, load_train_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 STEPS, BATCH = 4, 4
-# fp32 noise of the same computation in other processes; the weights move by ~1e-4 in these runs.
+# fp32 noise of the same computation in other processes; the weights move by ~2e-5 in these runs.
 WEIGHT_TOL = 1e-6
+WAIT_S = 180  # for any one thing the saboteur waits on (an engine restart takes ~10 s on 2 idle cores)
 
 
 def _train(setup, name: str, *args: str, **sections) -> dict:
@@ -73,49 +81,6 @@ def test_every_issued_sample_is_trained_once_or_accounted_for(pipeline_setup, un
     assert all(s["pairs"] == BATCH and s["staleness_max"] == 0 for s in steps)  # strict: on-policy
 
 
-def test_a_run_killed_after_its_checkpoint_resumes_to_the_same_samples_and_weights(pipeline_setup, uninterrupted):
-    # The first run is a separate `medpo-ray train` process (its own local Ray), SIGKILLed with its whole
-    # process tree as soon as its step-2 checkpoint is complete; the rerun with --resume has nothing else.
-    config = pipeline_setup.write("resumed")
-    out = Path(pipeline_setup.recipe("resumed")["run"]["out_dir"])
-    log = pipeline_setup.root / "killed-run.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "medpo_ray.cli", "train", "--config", str(config),
-                                 "--set", f"metrics.export_port={free_port()}"],
-                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        def at_step_2() -> bool:
-            assert proc.poll() is None, f"the run ended before its kill:\n{log.read_text()[-3000:]}"
-            latest = out / "checkpoints" / "latest"
-            return latest.exists() and latest.read_text() == "step-000002"
-        wait_until("the first run's step-2 checkpoint", at_step_2, timeout_s=300, interval_s=0.05)
-    finally:
-        driver = psutil.Process(proc.pid)
-        tree = [driver, *driver.children(recursive=True)]  # its Ray: GCS, raylet, workers, actors
-        for p in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        psutil.wait_procs(tree, timeout=10)
-        proc.wait(timeout=10)
-    assert not (out / "summary.json").exists()
-
-    resumed = _train(pipeline_setup, "resumed", "--resume")
-    assert resumed["steps"] == STEPS and resumed["lost"] == 0
-    expected = _steps(Path(pipeline_setup.recipe("strict")["run"]["out_dir"]))
-    assert [s["keys"] for s in _steps(out)] == [s["keys"] for s in expected]
-    ledger, _ = _final_state(resumed)
-    assert ledger.trained == _final_state(uninterrupted)[0].trained
-    assert len(set(ledger.trained)) == len(ledger.trained)
-
-    base, straight, after = (load_file(Path(pipeline_setup.model_dir) / "model.safetensors"),
-                             _weights(uninterrupted), _weights(resumed))
-    assert set(after) == set(straight)
-    gap = max((after[k] - straight[k]).abs().max().item() for k in straight)
-    moved = max((straight[k] - base[k]).abs().max().item() for k in straight)
-    print(f"resume: max |resumed - uninterrupted| = {gap:.3g}, max |trained - warm start| = {moved:.3g}")
-    assert gap <= WEIGHT_TOL < moved / 10
-
-
 def test_bounded_async_trains_every_step_on_samples_at_most_one_version_old(pipeline_setup, pipeline_ray):
     summary = _train(pipeline_setup, "async", train={"max_staleness": 1})
     assert summary["steps"] == STEPS and summary["trained"] == STEPS * BATCH and summary["lost"] == 0
@@ -127,3 +92,122 @@ def test_bounded_async_trains_every_step_on_samples_at_most_one_version_old(pipe
     ledger, _ = _final_state(summary)
     assert ledger.lost() == [] and len(set(ledger.trained)) == STEPS * BATCH
     assert "staleness:stale" not in ledger.dropped.values()
+
+
+def _pid(actor) -> int:
+    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+
+
+def _until(what: str, probe, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not probe():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"saboteur: gave up waiting for {what}")
+        time.sleep(0.01)
+
+
+class Saboteur(threading.Thread):
+    """Kills the rollout engine and then the span editor mid-call in step 2, and a learner rank once step 3
+    is done (the last checkpoint is step 2's)."""
+
+    def __init__(self, driver: Driver, fleet: Fleet):
+        super().__init__(daemon=True)
+        self.driver, self.fleet = driver, fleet
+        # Asked before the run: an actor runs one call at a time, so it could not answer during a call.
+        self.pids = {"rollout": _pid(fleet.rollout_actors[0]), "editor": _pid(fleet.editor.actors[0]),
+                     "learner": _pid(fleet.learners.ranks[1])}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._kill_mid_call("rollout", self.fleet.rollout)
+            # The re-issued rollout waits for the restarted engine: the editor is stopped before its call
+            # for this step exists, and killed once that call is on its way.
+            os.kill(self.pids["editor"], signal.SIGSTOP)
+            _until("an editor call", lambda: self.fleet.editor.in_flight() > 0)
+            os.kill(self.pids["editor"], signal.SIGKILL)
+            # After step 3 is logged and before step 4's checkpoint: the resumed run must redo step 3.
+            _until("step 3", lambda: len(self.driver.history) == 3)
+            os.kill(self.pids["learner"], signal.SIGKILL)
+        except BaseException as e:  # reported by the test, which runs the driver in the main thread
+            self.error = e
+
+    def _kill_mid_call(self, name: str, pool) -> None:
+        while True:
+            _until(f"a {name} call in step 2", lambda: self.driver.step >= 1 and pool.in_flight() > 0)
+            os.kill(self.pids[name], signal.SIGSTOP)
+            refs = pool.wait_refs()
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([None], [])
+            if not ready:  # stopped with its answer still owed: the kill lands mid-call
+                os.kill(self.pids[name], signal.SIGKILL)
+                return
+            os.kill(self.pids[name], signal.SIGCONT)  # it had just answered; try the next call
+            _until(f"the {name} answer to be collected", lambda: pool.in_flight() == 0)
+
+
+@pytest.fixture(scope="module")
+def sabotaged(pipeline_setup, pipeline_ray):
+    """A strict run of STEPS steps that loses its rollout engine, its editor and a learner rank."""
+    cfg = pipeline_setup.config("faults")
+    fleet = Fleet(cfg, pipeline_setup.model_dir)
+    try:
+        driver = Driver(cfg, load_train_records(cfg, pipeline_setup.data_dir), fleet)
+        saboteur = Saboteur(driver, fleet)
+        saboteur.start()
+        try:
+            driver.run()
+            stopped = None
+        except RunStopped as e:
+            stopped = e
+        saboteur.join(timeout=10)
+        assert saboteur.error is None, saboteur.error
+        assert stopped is not None, "the run went on without a learner rank"
+        engine = fleet.rollout_actors[0]
+        after = {"pid": _pid(engine), "version": ray.get(engine.policy_version.remote())}
+    finally:
+        fleet.shutdown()  # its CPUs are needed by the resumed run
+    return driver, stopped, saboteur.pids, after
+
+
+def test_killed_stage_actors_are_restarted_and_their_records_reissued(sabotaged):
+    driver, _, pids, engine = sabotaged
+    ledger = driver.ledger
+    assert ledger.reissued["rollout"] >= 1 and ledger.reissued["editor"] >= 1
+    assert driver.fleet.rollout.restarts >= 1 and driver.fleet.editor.restarts >= 1
+    assert engine["pid"] != pids["rollout"] and engine["version"] == 3
+    # Nothing lost, nothing trained twice; step 4's records were somewhere in flight when the run stopped.
+    assert ledger.lost() == []
+    assert len(ledger.trained) == len(set(ledger.trained)) == 3 * BATCH
+    in_flight = {k for ids in ledger.in_flight.values() for k in ids}
+    assert set(ledger.trained) | set(ledger.dropped) | in_flight == ledger.issued
+    # The restarted engine got the current weights before its re-issued call: no answer came back stale.
+    assert not ledger.dropped
+    assert [s["staleness_max"] for s in driver.history] == [0, 0, 0]
+
+
+def test_a_killed_learner_stops_the_run_and_resume_trains_what_the_uninterrupted_run_trained(
+        sabotaged, pipeline_setup, uninterrupted):
+    driver, error, _, _ = sabotaged
+    out = Path(pipeline_setup.recipe("faults")["run"]["out_dir"])
+    # Rank 1 was killed; rank 0 may report first (its collective with rank 1 broke).
+    assert re.match(r"learner rank [01] failed: ", str(error))
+    assert f"the last checkpoint is {out / 'checkpoints' / 'step-000002'}: rerun with --resume" in str(error)
+    assert driver.step == 3 and len(_steps(out)) == 3  # step 3 trained, logged, but not checkpointed
+
+    resumed = _train(pipeline_setup, "faults", "--resume")
+    assert resumed["steps"] == STEPS and resumed["trained"] == STEPS * BATCH and resumed["lost"] == 0
+    assert resumed["reissued"]["rollout"] >= 1 and resumed["reissued"]["editor"] >= 1  # kept by the checkpoint
+    ledger, _ = _final_state(resumed)
+    assert len(set(ledger.trained)) == len(ledger.trained)
+    # Faults and a resume change nothing: the same samples in every step, the same weights.
+    expected = _steps(Path(pipeline_setup.recipe("strict")["run"]["out_dir"]))
+    assert [s["step"] for s in _steps(out)] == list(range(1, STEPS + 1))
+    assert [s["keys"] for s in _steps(out)] == [s["keys"] for s in expected]
+    assert ledger.trained == _final_state(uninterrupted)[0].trained
+    base, straight, after = (load_file(Path(pipeline_setup.model_dir) / "model.safetensors"),
+                             _weights(uninterrupted), _weights(resumed))
+    assert set(after) == set(straight)
+    gap = max((after[k] - straight[k]).abs().max().item() for k in straight)
+    moved = max((straight[k] - base[k]).abs().max().item() for k in straight)
+    print(f"resume: max |resumed - uninterrupted| = {gap:.3g}, max |trained - warm start| = {moved:.3g}")
+    assert gap <= WEIGHT_TOL < moved / 10
