@@ -41,13 +41,14 @@ class Fleet:
                    for _ in range(cfg.critic.num_editors)]
         workers = [CorruptionWorker.options(num_cpus=0.25, **restartable).remote(cfg.corruption)
                    for _ in range(cfg.corruption.num_workers)]
-        deadline = t.stage_deadline_s
         self.spec = SamplingSpec.from_config(r)
         self.rollout_chunk = math.ceil(t.batch_size / r.num_engines)
-        self.rollout = StagePool("rollout", self.rollout_actors, "rollout", ledger, deadline_s=deadline,
-                                 on_restart=self._resync, extra_args=(self.spec,))
-        self.editor = StagePool("editor", editors, "edit_rollouts", ledger, deadline_s=deadline)
-        self.corruption = StagePool("corruption", workers, "examples", ledger, deadline_s=deadline)
+        self.rollout = StagePool("rollout", self.rollout_actors, "rollout", ledger,
+                                 deadline_s=t.deadline_s("rollout"), on_restart=self._resync,
+                                 extra_args=(self.spec,))
+        self.editor = StagePool("editor", editors, "edit_rollouts", ledger, deadline_s=t.deadline_s("editor"))
+        self.corruption = StagePool("corruption", workers, "examples", ledger,
+                                    deadline_s=t.deadline_s("corruption"))
         # Engines must be up before the learner group claims its CPUs for DeepSpeed set-up.
         self._started("rollout engine", [a.policy_version.remote() for a in self.rollout_actors], model_dir)
         self._started("span editor", [e.counts.remote() for e in editors], model_dir)

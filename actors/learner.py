@@ -98,7 +98,7 @@ class LearnerGroup:
     def __init__(self, model_dir: str | Path, train: TrainConfig, loss: LossConfig, *, seed: int = 0,
                  max_length: int | None = None, setup_timeout_s: float = 600.0):
         self.train, self.n = train, train.num_learners
-        self.timeout_s = train.stage_deadline_s
+        self.timeout_s = train.deadline_s("learner")
         bundle = {"CPU": train.cpus_per_rank} | ({"GPU": train.gpus_per_rank} if train.gpus_per_rank else {})
         self.pg = placement_group([bundle] * self.n, strategy=train.placement_strategy)
         try:

@@ -219,6 +219,10 @@ class TrainConfig(_Section):
     max_staleness: int = Field(0, ge=0)
     queue_capacity: int = Field(32, ge=1)
     stage_deadline_s: float = Field(300.0, gt=0)
+    # Per-stage overrides of stage_deadline_s: a remote critic can get a tight deadline while rollout
+    # keeps room for an engine's first call (sampler compile, cold caches).
+    stage_deadlines: dict[Literal["rollout", "editor", "corruption", "learner"], float] = Field(
+        default_factory=dict)
     checkpoint_every: int = Field(10, ge=1)
 
     @model_validator(mode="after")
@@ -231,7 +235,14 @@ class TrainConfig(_Section):
             raise ValueError("train.bf16 needs train.zero_stage >= 1 (bf16 with ZeRO-0 drifts from fp32)")
         if self.adam_betas[0] >= 1 or self.adam_betas[1] >= 1 or min(self.adam_betas) < 0:
             raise ValueError(f"train.adam_betas must lie in [0, 1), got {self.adam_betas}")
+        bad = {k: v for k, v in self.stage_deadlines.items() if not v > 0}
+        if bad:
+            raise ValueError(f"train.stage_deadlines must be > 0 seconds, got {bad}")
         return self
+
+    def deadline_s(self, stage: str) -> float:
+        """Seconds a call of `stage` may run before the run stops naming it as hung."""
+        return self.stage_deadlines.get(stage, self.stage_deadline_s)
 
 
 class MetricsConfig(_Section):

@@ -21,7 +21,7 @@ def test_a_hung_critic_stops_the_run_naming_the_editor_stage(pipeline_setup, pip
         hung.listen(16)
         critic = {"backend": "openai", "base_url": f"http://127.0.0.1:{hung.getsockname()[1]}/v1",
                   "model": "critic", "timeout_s": 600, "max_retries": 0}
-        config = pipeline_setup.write("hung", critic=critic, train={"stage_deadline_s": 6})
+        config = pipeline_setup.write("hung", critic=critic, train={"stage_deadlines": {"editor": 6}})
         assert main(["train", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "stage 'editor'" in err and "deadline 6 s" in err and "the stage is hung" in err

@@ -87,3 +87,13 @@ def test_explicit_keys_win_over_the_preset():
 
 def test_config_defaults_validate():
     assert Config().train.max_staleness == 0
+
+
+def test_per_stage_deadlines_override_the_default_and_name_bad_stages():
+    cfg = load_config(None, ["train.stage_deadline_s=120", "train.stage_deadlines.editor=6"])
+    assert cfg.train.deadline_s("editor") == 6 and cfg.train.deadline_s("rollout") == 120
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["train.stage_deadlines.critic=6"])
+    assert "train.stage_deadlines.critic" in str(e.value) and "'editor'" in str(e.value)
+    with pytest.raises(ConfigError, match=r"stage_deadlines must be > 0 seconds, got \{'rollout': 0.0\}"):
+        load_config(None, ["train.stage_deadlines.rollout=0"])
