@@ -32,7 +32,7 @@ test-integration: setup-test
 	$(PY) -m pytest -q -m "integration or slow" tests
 
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: setup
 	$(VENV)/bin/ruff check medpo_ray actors tests bench
