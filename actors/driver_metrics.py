@@ -54,6 +54,11 @@ def weight_sync(seconds: float) -> None:
     metrics.observe("medpo_weight_sync_seconds", seconds)
 
 
+def logprob_mismatch(gap: float) -> None:
+    """Max |vLLM - learner| log-prob gap on the last check (same weights: should be dtype noise)."""
+    metrics.set("medpo_logprob_mismatch", gap)
+
+
 def step_done(step: int, m: dict, staleness: list[int]) -> None:
     """A finished learner step: version, pairs, staleness of its samples, loss terms, reward accuracies."""
     metrics.set("medpo_policy_version", step, role="learner")

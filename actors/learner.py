@@ -73,6 +73,17 @@ class LearnerRank:
         """Learner.score on this rank's share."""
         return self.learner.score(self._resolve(items))
 
+    def logprob_gap(self, result, records: list, version: int, max_rows: int) -> dict | None:
+        """Learner.logprob_gap on up to `max_rows` rollouts of a rollout stage's GenerateResult that the
+        policy `version` wrote (None if it holds none: an older version's rollouts would differ anyway)."""
+        rollouts = [r for r in result.rollouts if r.policy_version == version and r.token_ids][:max_rows]
+        if not rollouts:
+            return None
+        wanted = {r.item_id for r in rollouts}
+        images = {r.record_id: r.image for r in records if r.record_id in wanted}
+        prompts = {r.record_id: r.prompt for r in records if r.record_id in wanted}
+        return self.learner.logprob_gap(rollouts, images, prompts)
+
     def export_weights(self) -> tuple[dict, dict]:
         """(summary, tensors): the summary is small, so the group can check for errors without fetching."""
         tensors = self.learner.export_weights()
@@ -190,6 +201,12 @@ class LearnerGroup:
             raise TrainBatchError(f"learner group: {len(items)} examples do not split over {self.n} ranks")
         parts = self._each("score", self._shards(items))
         return {k: [x for p in parts for x in p[k]] for k in ("ids", "policy", "reference", "bad")}
+
+    def logprob_gap(self, rollout_ref: ray.ObjectRef, records_ref: ray.ObjectRef, version: int,
+                    max_rows: int = 4) -> dict | None:
+        """vLLM-vs-learner log-prob gap on rollouts (a rollout stage's payload) that policy `version` wrote;
+        every rank scores the same rows (a collective under ZeRO-3); rank 0's figures."""
+        return self._all("logprob_gap", rollout_ref, records_ref, version, max_rows)[0]
 
     def export_weights(self) -> tuple[ray.ObjectRef, dict]:
         """(ObjectRef of rank 0's {HF name: tensor}, summary): the payload stays in the object store."""

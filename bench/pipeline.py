@@ -48,17 +48,19 @@ def log(msg: str) -> None:
 
 
 def recipe(args, root: Path, name: str, learners: int, staleness: int) -> dict:
-    """The run's config: embedded VQA data, the tiny preset's step-bounded warm start, a small lr."""
+    """The run's config: embedded VQA data, the preset's step-bounded warm start, a small lr."""
     return {
         "run": {"name": f"bench-{name}", "out_dir": str(root / "runs" / name), "seed": 0},
         "data": {"path": str(root / "data"), "studies": 200, "task": "vqa"},
-        "model": {"preset": "tiny"},
+        "model": {"preset": args.preset},
         # Step-bounded (not time-bounded) warm start: the same policy, hence the same answers, on any machine.
-        "sft": {"steps": 150, "max_seconds": 600, "out_dir": str(root / "sft")},
+        "sft": {"steps": args.sft_steps, "max_seconds": 3600, "out_dir": str(root / "sft")},
         # A checkpoint is not part of a step's throughput: only the final one is written, after the window.
         "train": {"steps": args.steps, "batch_size": args.batch, "micro_batch": args.micro_batch,
                   "num_learners": learners, "zero_stage": 1, "checkpoint_every": 10_000, "lr": 1e-5,
-                  "max_staleness": staleness},
+                  "max_staleness": staleness,
+                  # The sequential loop has no log-prob health check: leave it out of both sides.
+                  "logprob_check_every": 0},
     }
 
 
@@ -244,6 +246,25 @@ def run_ray(args, cfg_dict: dict, model_dir: str, records: dict) -> tuple[dict, 
     return out, probe
 
 
+def wait_for_fleet_exit(timeout_s: float = 60.0) -> float:
+    """Seconds until the killed fleet's actor processes are gone (ray.kill returns before they exit; a
+    vLLM engine or DeepSpeed rank still tearing down would load the cores the next measurement uses)."""
+    import psutil
+
+    names = tuple(f"ray::{cls}" for cls in ("RolloutActor", "LearnerRank", "SpanEditor", "CorruptionWorker"))
+    t = time.perf_counter()
+    while time.perf_counter() - t < timeout_s:
+        alive = []
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(proc.info["cmdline"] or ())
+            if cmd.startswith(names):
+                alive.append(cmd)
+        if not alive:
+            break
+        time.sleep(0.2)
+    return time.perf_counter() - t
+
+
 def queue_overhead(probe: Probe, chunks: int) -> dict:
     """ms per record of the driver's plumbing: three StagePools chained as the pump chains them, over
     no-op actors that hand back the strict run's real payloads (so transfers are the real sizes)."""
@@ -318,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="learner ranks of the strict/async runs (default 1); the sequential ratio always "
                         "uses a 1-rank strict run")
     p.add_argument("--noop-chunks", type=int, default=60, help="chunks through the no-op stages (default 60)")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "demo", "small"],
+                   help="policy size (default tiny, 0.7M: overhead-bound; small, ~30M: matmul-bound)")
+    p.add_argument("--sft-steps", type=int, default=150, help="warm-start SFT steps (default 150)")
     args = p.parse_args(argv)
     if not 1 <= args.warmup < args.steps:
         p.error("--warmup must be at least 1 and below --steps")
@@ -348,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         one = strict
         if args.learners != 1:
             one, _ = run_ray(args, recipe(args, root, "strict1", 1, 0), model_dir, records)
-        log(f"queue plumbing over no-op actors: {args.noop_chunks} chunks")
+        log(f"fleet processes gone after {wait_for_fleet_exit():.1f} s; queue plumbing over no-op actors: "
+            f"{args.noop_chunks} chunks")
         queue = queue_overhead(probe, args.noop_chunks)
     finally:
         ray.shutdown()
@@ -393,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         "issued_per_step": round(strict["issued_per_step"], 2),
         "startup_s": {"ray_strict": round(strict["startup_s"], 1), "ray_async": round(async_["startup_s"], 1),
                       "sequential": round(seq["startup_s"], 1)},
-        "settings": {"preset": "tiny", "task": "vqa", "studies": 200, "sft_steps": 150, "lr": 1e-5,
+        "settings": {"preset": args.preset, "task": "vqa", "studies": 200, "sft_steps": args.sft_steps, "lr": 1e-5,
                      "steps": args.steps, "warmup_steps": args.warmup, "batch_size": args.batch,
                      "micro_batch": args.micro_batch, "learners": args.learners, "rollout_engines": 1,
                      "zero_stage": 1, "actor_omp_threads": threads, "sequential_torch_threads": seq["torch_threads"],

@@ -224,6 +224,9 @@ class TrainConfig(_Section):
     stage_deadlines: dict[Literal["rollout", "editor", "corruption", "learner"], float] = Field(
         default_factory=dict)
     checkpoint_every: int = Field(10, ge=1)
+    # Every N steps, score a few of the step's rollouts with the learner's policy before it trains
+    # (same weights as the engine that wrote them): medpo_logprob_mismatch. 0 turns the check off.
+    logprob_check_every: int = Field(1, ge=0)
 
     @model_validator(mode="after")
     def _check_batch_layout(self) -> TrainConfig:

@@ -48,6 +48,7 @@ class StepBatch:
     versions: dict[str, int] = field(default_factory=dict)  # key -> policy version that wrote y0
     pending: int = 0  # prompts issued and not yet an example or a drop
     rejections: dict[str, int] = field(default_factory=dict)
+    probe: tuple | None = None  # (rollout payload ref, records ref) of one chunk, for the log-prob check
 
 
 def check_records(cfg: Config, records: dict) -> None:
@@ -156,6 +157,8 @@ class Driver:
                                     done.meta["bad"], done.seconds)
                 if good:
                     f.editor.submit(good, records, done.payload)
+                    if batch.probe is None and done.meta["policy_version"] == batch.step:
+                        batch.probe = (done.payload, records)  # written by the weights the step trains from
             for done in f.editor.collect(ready):
                 batch, records = self.where[done.ids[0]]
                 versions = {p["record_id"]: p["policy_version"] for p in done.meta["pairs"]}
@@ -199,6 +202,7 @@ class Driver:
         """One learner step on exactly `batch_size` fresh-enough examples, in key order (so the step does
         not depend on which stage call finished first)."""
         ids = sorted(batch.examples)
+        gap = self._check_logprobs(batch)
         metrics = self.fleet.learners.train_step([batch.examples[k] for k in ids])
         self.ledger.finish("learner", ids)
         trained = list(metrics.pop("trained_ids", ids))
@@ -211,7 +215,20 @@ class Driver:
         return {"step": self.step, "pairs": len(trained),
                 "staleness_max": max(staleness, default=0), "staleness_mean": sum(staleness) / max(len(staleness), 1),
                 **{k: v for k, v in metrics.items() if isinstance(v, int | float)},
+                **({"logprob_mismatch": gap["logprob_max_abs_diff"],
+                    "logprob_check_tokens": gap["tokens"]} if gap else {}),
                 "keys": trained, "_staleness": staleness}
+
+    def _check_logprobs(self, batch: StepBatch) -> dict | None:
+        """Before the learner steps it holds the weights the engines were given at the last sync: score a
+        few rollouts of this step that those weights wrote (vLLM's log-probs vs the learner's forward)."""
+        every = self.cfg.train.logprob_check_every
+        if not every or batch.probe is None or self.step % every:
+            return None
+        gap = self.fleet.learners.logprob_gap(*batch.probe, version=self.step)
+        if gap is not None:
+            driver_metrics.logprob_mismatch(gap["logprob_max_abs_diff"])
+        return gap
 
     def _sync_weights(self) -> None:
         t = time.monotonic()

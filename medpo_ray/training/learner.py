@@ -95,9 +95,12 @@ class Learner:
         return collate(examples, self.processor, self.loss, self.vision_ids, self.image_token_id, self.max_length)
 
     def _inputs(self, c: Collated) -> dict:
+        return self._to_device(c.inputs)
+
+    def _to_device(self, inputs: dict) -> dict:
         dtype = torch.bfloat16 if self.train.bf16 else torch.float32
         return {k: v.to(self.device, dtype=dtype) if k == "pixel_values" else v.to(self.device)
-                for k, v in c.inputs.items()}
+                for k, v in inputs.items()}
 
     @torch.no_grad()
     def _reference_logits(self, inputs: dict) -> torch.Tensor:
@@ -147,6 +150,23 @@ class Learner:
                     "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                     "bad_examples": float(len(bad)), "bad": bad, "trained_ids": trained}
         return metrics
+
+    @torch.no_grad()
+    def logprob_gap(self, rollouts: Sequence, images: dict, prompts: dict) -> dict:
+        """The rollout engine's log-probs of `rollouts` against this rank's policy forward on the same
+        tokens (`logprob_mismatch`): right after a weight sync both hold the same weights, so a gap beyond
+        dtype noise means the engine serves something else than what is trained. Eval mode (no LoRA
+        dropout); a collective under ZeRO-3, so every rank scores the same rollouts."""
+        from medpo_ray.rollout.logprob_check import logprob_mismatch
+
+        module = self.engine.module
+        was_training = module.training
+        module.eval()
+        try:
+            return logprob_mismatch(lambda **inputs: self.engine(**self._to_device(inputs)), self.processor,
+                                    rollouts, images, prompts)
+        finally:
+            module.train(was_training)
 
     @torch.no_grad()
     def score(self, examples: Sequence[TrainExample]) -> dict:

@@ -80,3 +80,8 @@ def test_prometheus_counted_what_the_run_trained(job):
     assert prom.query('max_over_time(ray_medpo_reward_accuracy{pair="pref"}[10m])')
     assert prom.scalar('max(max_over_time(ray_medpo_queue_capacity{queue="learner"}[10m]))') == 4  # one step
     assert prom.query('max_over_time(ray_medpo_queue_capacity{queue="rollout"}[10m])')
+    # The live vLLM-vs-learner check ran on every step and found the engines serving the trained weights.
+    steps = [json.loads(x) for x in (job["out"] / "metrics.jsonl").read_text().splitlines()]
+    worst = max(s["logprob_mismatch"] for s in steps)
+    assert prom.scalar("max(max_over_time(ray_medpo_logprob_mismatch[10m]))") == pytest.approx(worst, abs=1e-9)
+    assert 0 <= worst < 1e-4

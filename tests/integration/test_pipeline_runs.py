@@ -78,6 +78,16 @@ def test_every_issued_sample_is_trained_once_or_accounted_for(pipeline_setup, un
     steps = _steps(Path(pipeline_setup.recipe("strict")["run"]["out_dir"]))
     assert [s["step"] for s in steps] == list(range(1, STEPS + 1))
     assert [k for s in steps for k in s["keys"]] == ledger.trained
+
+
+def test_the_engines_serve_exactly_the_weights_the_learner_trains_from(pipeline_setup, uninterrupted):
+    # Before each step the learner scored rollouts of that step with its own policy forward: vLLM's
+    # log-probs agree to fp32 noise, so every weight sync delivered the learner's weights.
+    steps = _steps(Path(pipeline_setup.recipe("strict")["run"]["out_dir"]))
+    assert all(s["logprob_check_tokens"] > 0 for s in steps)
+    gaps = [s["logprob_mismatch"] for s in steps]
+    print("vLLM vs learner log-prob gap per step:", gaps)
+    assert max(gaps) < 1e-4
     assert all(s["pairs"] == BATCH and s["staleness_max"] == 0 for s in steps)  # strict: on-policy
 
 
