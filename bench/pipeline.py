@@ -246,25 +246,6 @@ def run_ray(args, cfg_dict: dict, model_dir: str, records: dict) -> tuple[dict, 
     return out, probe
 
 
-def wait_for_fleet_exit(timeout_s: float = 60.0) -> float:
-    """Seconds until the killed fleet's actor processes are gone (ray.kill returns before they exit; a
-    vLLM engine or DeepSpeed rank still tearing down would load the cores the next measurement uses)."""
-    import psutil
-
-    names = tuple(f"ray::{cls}" for cls in ("RolloutActor", "LearnerRank", "SpanEditor", "CorruptionWorker"))
-    t = time.perf_counter()
-    while time.perf_counter() - t < timeout_s:
-        alive = []
-        for proc in psutil.process_iter(["cmdline"]):
-            cmd = " ".join(proc.info["cmdline"] or ())
-            if cmd.startswith(names):
-                alive.append(cmd)
-        if not alive:
-            break
-        time.sleep(0.2)
-    return time.perf_counter() - t
-
-
 def queue_overhead(probe: Probe, chunks: int) -> dict:
     """ms per record of the driver's plumbing: three StagePools chained as the pump chains them, over
     no-op actors that hand back the strict run's real payloads (so transfers are the real sizes)."""
@@ -372,8 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         one = strict
         if args.learners != 1:
             one, _ = run_ray(args, recipe(args, root, "strict1", 1, 0), model_dir, records)
-        log(f"fleet processes gone after {wait_for_fleet_exit():.1f} s; queue plumbing over no-op actors: "
-            f"{args.noop_chunks} chunks")
+        log(f"queue plumbing over no-op actors: {args.noop_chunks} chunks")
         queue = queue_overhead(probe, args.noop_chunks)
     finally:
         ray.shutdown()

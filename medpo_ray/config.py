@@ -6,7 +6,7 @@ there; types and ranges are checked at load time, before any actor starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -221,8 +221,8 @@ class TrainConfig(_Section):
     stage_deadline_s: float = Field(300.0, gt=0)
     # Per-stage overrides of stage_deadline_s: a remote critic can get a tight deadline while rollout
     # keeps room for an engine's first call (sampler compile, cold caches).
-    stage_deadlines: dict[Literal["rollout", "editor", "corruption", "learner"], float] = Field(
-        default_factory=dict)
+    stage_deadlines: dict[Literal["rollout", "editor", "corruption", "learner"],
+                          Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     checkpoint_every: int = Field(10, ge=1)
     # Every N steps, score a few of the step's rollouts with the learner's policy before it trains
     # (same weights as the engine that wrote them): medpo_logprob_mismatch. 0 turns the check off.
@@ -238,9 +238,6 @@ class TrainConfig(_Section):
             raise ValueError("train.bf16 needs train.zero_stage >= 1 (bf16 with ZeRO-0 drifts from fp32)")
         if self.adam_betas[0] >= 1 or self.adam_betas[1] >= 1 or min(self.adam_betas) < 0:
             raise ValueError(f"train.adam_betas must lie in [0, 1), got {self.adam_betas}")
-        bad = {k: v for k, v in self.stage_deadlines.items() if not v > 0}
-        if bad:
-            raise ValueError(f"train.stage_deadlines must be > 0 seconds, got {bad}")
         return self
 
     def deadline_s(self, stage: str) -> float:

@@ -95,5 +95,5 @@ def test_per_stage_deadlines_override_the_default_and_name_bad_stages():
     with pytest.raises(ConfigError) as e:
         load_config(None, ["train.stage_deadlines.critic=6"])
     assert "train.stage_deadlines.critic" in str(e.value) and "'editor'" in str(e.value)
-    with pytest.raises(ConfigError, match=r"stage_deadlines must be > 0 seconds, got \{'rollout': 0.0\}"):
+    with pytest.raises(ConfigError, match=r"train.stage_deadlines.rollout: Input should be greater than 0"):
         load_config(None, ["train.stage_deadlines.rollout=0"])
