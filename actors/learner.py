@@ -20,6 +20,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from medpo_ray.config import LossConfig, TrainConfig
 from medpo_ray.errors import MedpoError
+from medpo_ray.rollout.weight_sync.flat import FlatBucket, pack_flat
 from medpo_ray.training.dist import DistEnv, free_port
 from medpo_ray.training.errors import LearnerFailed, TrainBatchError
 from medpo_ray.training.reduce import reduce_metrics
@@ -84,11 +85,13 @@ class LearnerRank:
         prompts = {r.record_id: r.prompt for r in records if r.record_id in wanted}
         return self.learner.logprob_gap(rollouts, images, prompts)
 
-    def export_weights(self) -> tuple[dict, dict]:
-        """(summary, tensors): the summary is small, so the group can check for errors without fetching."""
+    def export_weights(self) -> tuple[dict, FlatBucket]:
+        """(summary, weights packed in one flat buffer that engines read zero-copy from the object store);
+        the summary is small, so the group can check for errors without fetching the weights."""
         tensors = self.learner.export_weights()
+        bucket = pack_flat(tensors.items())
         return {"tensors": len(tensors), "bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
-                "step": self.learner.step}, tensors
+                "step": self.learner.step}, bucket
 
     def state_dict(self) -> dict:
         """Learner.state_dict (this rank's view of every policy tensor)."""
@@ -209,7 +212,8 @@ class LearnerGroup:
         return self._all("logprob_gap", rollout_ref, records_ref, version, max_rows)[0]
 
     def export_weights(self) -> tuple[ray.ObjectRef, dict]:
-        """(ObjectRef of rank 0's {HF name: tensor}, summary): the payload stays in the object store."""
+        """(ObjectRef of rank 0's weights as a FlatBucket under HF names, summary): the payload stays in
+        the object store."""
         pairs = [r.export_weights.options(num_returns=2).remote() for r in self.ranks]
         summaries = self._wait([s for s, _ in pairs])
         return pairs[0][1], summaries[0]

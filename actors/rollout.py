@@ -3,13 +3,14 @@ uses to sync weights into a group of them."""
 from __future__ import annotations
 
 import os
+import time
 
 import ray
 
 from actors import metrics
 from medpo_ray.rollout.engine import GenerateResult, RolloutEngine, RolloutRequest, SamplingSpec
 from medpo_ray.rollout.weight_sync.base import WeightManifest, WeightPush
-from medpo_ray.rollout.weight_sync.object_store import ObjectStoreSync
+from medpo_ray.rollout.weight_sync.flat import FlatBucket
 
 # OpenMP workers that spin while waiting slow down ~10x when the learners or other actors want the same
 # cores (measured on 2 shared cores); sleeping waiters keep rollout steady. Read at process start.
@@ -44,10 +45,11 @@ class RolloutActor:
                 "bad": {b.record_id: f"{b.field}: {b.reason}" for b in result.bad}}
         return meta, result
 
-    def sync_from(self, tensors: dict, version: int, bucket_mib: int = 64) -> dict:
-        """Load the learner's exported {name: tensor} (resolved from the object store) as `version`."""
-        sync = ObjectStoreSync(self.engine, "bytes", bucket_bytes=bucket_mib << 20)
-        return sync.sync(tensors.items(), version)
+    def sync_from(self, weights: FlatBucket, version: int) -> dict:
+        """Load the learner's exported weights (a zero-copy view of the object store) as `version`."""
+        t0 = time.perf_counter()
+        stats = self.engine.apply_push(WeightPush(version, "flat", (weights,)))
+        return {**stats, "buckets": 1, "bytes": int(weights.data.nbytes), "sync_s": time.perf_counter() - t0}
 
     def policy_version(self) -> int:
         """Version of the weights now serving."""

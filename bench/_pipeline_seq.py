@@ -107,7 +107,7 @@ class SequentialLoop:
         secs["learner"] = time.perf_counter() - t
         t = time.perf_counter()
         self.version += 1
-        sync = ObjectStoreSync(self.engine, "bytes", bucket_bytes=self.cfg.model.sync_bucket_mib << 20)
+        sync = ObjectStoreSync(self.engine, "flat")
         sync.sync(self.learner.export_weights().items(), self.version)
         secs["weight_sync"] = time.perf_counter() - t
         return {"step": self.version, "pairs": len(metrics["trained_ids"]), "issued": issued, "dropped": dropped,

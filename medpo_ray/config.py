@@ -65,9 +65,6 @@ class ModelConfig(_Section):
     max_model_len: int = Field(512, ge=64)
     seed: int = Field(0, ge=0)  # weight-init seed of a built preset
     build_dir: str = "artifacts/models"  # a preset is built once under <build_dir>/<preset>-seed<seed>
-    # Learner -> rollout engines: "bytes" (Ray object store), "shm" (/dev/shm files), "nccl" (GPUs).
-    weight_sync: Literal["bytes", "shm", "nccl"] = "bytes"
-    sync_bucket_mib: int = Field(64, ge=1, le=4096)
 
 
 class SFTConfig(_Section):

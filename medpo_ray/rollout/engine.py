@@ -200,7 +200,8 @@ class RolloutEngine:
                                   + "; ".join(errors))
         self._serve_new_weights(push.version)
         return {"policy_version": self.policy_version, "tensors": len(header), "layout": layout,
-                "reload_s": max(r["reload_s"] for r in replies), "apply_s": time.perf_counter() - t0}
+                "reload_s": max(r["reload_s"] for r in replies), "reload_path": replies[0]["reload_path"],
+                "apply_s": time.perf_counter() - t0}
 
     def _check_version(self, version: int) -> None:
         if version <= self.policy_version:

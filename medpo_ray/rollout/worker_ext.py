@@ -4,34 +4,82 @@ Methods run in the vLLM worker through `llm.collective_rpc(name, args=...)`, wit
 """
 from __future__ import annotations
 
+import logging
 import time
 
 WORKER_EXTENSION = "medpo_ray.rollout.worker_ext.WeightSyncExtension"
+log = logging.getLogger(__name__)
+
+
+def _all_finite(t) -> bool:
+    """A NaN or inf anywhere makes the sum non-finite, so a finite sum proves the tensor finite; the sum is
+    ~30x faster than isfinite().all() (no mask). Only a non-finite sum (or an overflow) needs the exact check."""
+    import torch
+
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
 class WeightSyncExtension:
     """Mixed into vLLM's worker class; one RPC applies a whole push."""
 
-    def medpo_load_weights(self, transport: str, buckets: list) -> dict:
-        """Decode every bucket, check values, then reload; returns {"error": ...} instead of raising.
+    _medpo_inplace = None  # InplaceReload once verified; False once it failed verification
 
-        Everything that can fail on the data happens before `reload_weights`, so a refused push
-        leaves the serving weights untouched. `reload_weights` (not `model.load_weights`) because on
-        CPU vLLM prepacks Linear weights and leaves empty parameters behind; the layerwise reload
-        re-materializes them, maps HF names (qkv / gate_up fusing) and prepacks again.
+    def medpo_load_weights(self, transport: str, buckets: list) -> dict:
+        """Decode every bucket, check values, then load; returns {"error": ...} instead of raising.
+
+        Everything that can fail on the data happens before anything is loaded, so a refused push
+        leaves the serving weights untouched. The first push goes through vLLM's `reload_weights`
+        (on CPU vLLM packs Linear weights and leaves empty parameters behind; its layer-wise reload
+        re-materializes them, maps HF names and packs again), and then verifies the faster copy path
+        (inplace_reload.py) on the same tensors; later pushes take that path if it matched exactly.
         """
-        import torch
 
         from medpo_ray.rollout.weight_sync.object_store import load_bucket
 
         t0 = time.perf_counter()
         try:
-            tensors = [item for b in buckets for item in load_bucket(b).items()]
+            tensors = [item for b in buckets for item in load_bucket(b)]
         except Exception as e:  # corrupt bucket: the message goes back to the caller, nothing applied
             return {"error": f"cannot decode weight buckets ({transport}): {e}"}
-        bad = [n for n, t in tensors if not bool(torch.isfinite(t).all())]
+        bad = [n for n, t in tensors if t.is_floating_point() and not _all_finite(t)]
         if bad:
             return {"error": f"non-finite values in {len(bad)} tensor(s): {', '.join(bad[:4])}"}
         t1 = time.perf_counter()
-        self.reload_weights(weights_iterator=tensors, is_checkpoint_format=True)
-        return {"tensors": len(tensors), "decode_s": t1 - t0, "reload_s": time.perf_counter() - t1}
+        if self._medpo_inplace:
+            self._medpo_inplace.load(tensors)
+            path = "inplace"
+        else:
+            self.reload_weights(weights_iterator=tensors, is_checkpoint_format=True)
+            path = "layerwise"
+            if self._medpo_inplace is None:
+                self._medpo_verify_inplace(tensors)
+        return {"tensors": len(tensors), "decode_s": t1 - t0, "reload_s": time.perf_counter() - t1,
+                "reload_path": path}
+
+    def _medpo_verify_inplace(self, tensors: list) -> None:
+        """Load the push just applied again by copy; keep that path only if every tensor came out equal."""
+        from medpo_ray.rollout.inplace_reload import (
+            InplaceReload,
+            InplaceReloadUnavailable,
+            differing,
+            snapshot,
+        )
+
+        model = self.model_runner.model
+        before = snapshot(model)  # packed layers hold empty weights here: compared are all the others
+        try:
+            fast = InplaceReload(model)
+        except InplaceReloadUnavailable as e:
+            log.info("weight pushes keep vLLM's layer-wise reload: %s", e)
+            self._medpo_inplace = False
+            return
+        fast.load(tensors)
+        diff = differing(model, before)
+        if diff:
+            log.warning("in-place reload differs from vLLM's on %d tensor(s) (%s); keeping the layer-wise "
+                        "reload", len(diff), ", ".join(diff[:4]))
+            fast.undo()
+            self.reload_weights(weights_iterator=tensors, is_checkpoint_format=True)
+            self._medpo_inplace = False
+            return
+        self._medpo_inplace = fast

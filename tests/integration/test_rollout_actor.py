@@ -113,6 +113,18 @@ def test_push_changes_outputs_and_logprobs_match_transformers(actor, group, lear
                            {q.item_id: q.prompt for q in REQUESTS})
     assert gap["prompt_mismatches"] == 0 and gap["tokens"] == sum(len(r.token_ids) for r in after.rollouts)
     assert gap["logprob_max_abs_diff"] < 1e-4
+    # The first push verified the copy reload against vLLM's; the next one takes it, and agrees as well.
+    assert stats["reload_path"] == "layerwise"
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.9)
+    stats = ObjectStoreSync(group).sync(model.named_parameters(), version=2)
+    assert stats["reload_path"] == "inplace" and stats["policy_version"] == 2
+    again = generate(actor)
+    assert any(a.logprobs != b.logprobs for a, b in zip(after.rollouts, again.rollouts, strict=True))
+    gap = logprob_mismatch(model, processor, again.rollouts, {q.item_id: q.image for q in REQUESTS},
+                           {q.item_id: q.prompt for q in REQUESTS})
+    assert gap["prompt_mismatches"] == 0 and gap["logprob_max_abs_diff"] < 1e-4
 
 
 def test_refused_push_leaves_the_old_weights_serving(actor, group, learner):
@@ -127,6 +139,8 @@ def test_refused_push_leaves_the_old_weights_serving(actor, group, learner):
         sync.sync(missing.items(), version=version + 1)
     with pytest.raises(WeightSyncError, match=r"misshaped tensor\(s\): model.visual.merger.mlp.2.bias \[7\]"):
         sync.sync(misshaped.items(), version=version + 1)
+    with pytest.raises(WeightSyncError, match=r"non-finite values in 1 tensor\(s\): lm_head.weight"):
+        sync.sync({**named, "lm_head.weight": named["lm_head.weight"] * float("nan")}.items(), version=version + 1)
     still = generate(actor)
     assert ray.get(actor.policy_version.remote()) == version
     assert [r.token_ids for r in still.rollouts] == [r.token_ids for r in serving.rollouts]

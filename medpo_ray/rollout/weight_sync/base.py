@@ -19,10 +19,11 @@ class WeightSyncError(MedpoError):
 
 @dataclass(frozen=True)
 class WeightPush:
-    """One sync's tensors for an engine: safetensors buckets as bytes, or paths of files in shared memory."""
+    """One sync's tensors for an engine: one flat bucket (flat.py), safetensors buckets as bytes, or paths
+    of safetensors files in shared memory."""
 
     version: int
-    transport: Literal["bytes", "shm"]
+    transport: Literal["flat", "bytes", "shm"]
     buckets: tuple
 
 

@@ -1,9 +1,10 @@
-"""CPU weight sync: tensors packed into safetensors buckets, handed to every engine in one call.
+"""CPU weight sync: tensors packed into buckets, handed to every engine in one call.
 
-`bytes` buckets travel by value; inside Ray the actor layer puts the push into the object store once
-and passes its reference to each rollout actor. `shm` buckets are files in /dev/shm that the engine
-reads by path: the transport for an engine in another process without Ray (vLLM's multiprocess
-mode would otherwise copy the bytes through its RPC channel).
+`flat` (the default): one aligned buffer the engine reads as tensor views (weight_sync/flat.py); inside
+Ray the push is put into the object store once and every rollout actor reads it zero-copy. `bytes`:
+safetensors blobs by value, for a receiver that wants a self-describing format. `shm`: safetensors
+files in /dev/shm that the engine reads by path: the transport for an engine in another process
+without Ray (vLLM's multiprocess mode would otherwise copy the bytes through its RPC channel).
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from medpo_ray.rollout.weight_sync.base import TensorMeta, WeightPush, WeightSync, WeightSyncError
+from medpo_ray.rollout.weight_sync.flat import FlatBucket, pack_flat, unpack_flat
+
+TRANSPORTS = ("flat", "bytes", "shm")
 
 DEFAULT_BUCKET_BYTES = 64 << 20
 
@@ -46,8 +50,10 @@ def iter_buckets(named_tensors: Iterable[tuple[str, object]], bucket_bytes: int)
         yield bucket
 
 
-def read_header(bucket: bytes | str) -> dict[str, TensorMeta]:
-    """name -> (dtype, shape) from a safetensors blob or file, without reading the tensor data."""
+def read_header(bucket: FlatBucket | bytes | str) -> dict[str, TensorMeta]:
+    """name -> (dtype, shape) from a flat bucket, safetensors blob or file, without reading the data."""
+    if isinstance(bucket, FlatBucket):
+        return bucket.metas()
     try:
         if isinstance(bucket, str):
             with open(bucket, "rb") as f:
@@ -74,20 +80,22 @@ def push_header(push: WeightPush) -> dict[str, TensorMeta]:
     return out
 
 
-def load_bucket(bucket: bytes | str) -> dict:
-    """The tensors of one bucket (bytes blob or shared-memory file)."""
+def load_bucket(bucket: FlatBucket | bytes | str) -> list[tuple[str, object]]:
+    """The (name, tensor) pairs of one bucket (flat: views of its buffer; bytes blob; shared-memory file)."""
     from safetensors.torch import load, load_file
 
-    return load_file(bucket) if isinstance(bucket, str) else load(bytes(bucket))
+    if isinstance(bucket, FlatBucket):
+        return unpack_flat(bucket)
+    return list((load_file(bucket) if isinstance(bucket, str) else load(bytes(bucket))).items())
 
 
 class ObjectStoreSync(WeightSync):
     """Pack -> one `apply_push` per sync on the target (which fans out to its engines)."""
 
-    def __init__(self, target: PushTarget, transport: str = "bytes", bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+    def __init__(self, target: PushTarget, transport: str = "flat", bucket_bytes: int = DEFAULT_BUCKET_BYTES,
                  shm_dir: str = "/dev/shm"):
-        if transport not in ("bytes", "shm"):
-            raise ValueError(f"transport must be 'bytes' or 'shm', got {transport!r}")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         self.target, self.transport, self.bucket_bytes, self.shm_dir = target, transport, bucket_bytes, shm_dir
 
     def sync(self, named_tensors: Iterable[tuple[str, object]], version: int) -> dict:
@@ -95,6 +103,12 @@ class ObjectStoreSync(WeightSync):
         from safetensors.torch import save, save_file
 
         t0 = time.perf_counter()
+        if self.transport == "flat":
+            bucket = pack_flat(named_tensors)
+            t_pack = time.perf_counter()
+            stats = self.target.apply_push(WeightPush(version, "flat", (bucket,)))
+            return {**stats, "buckets": 1, "bytes": int(bucket.data.nbytes), "pack_s": t_pack - t0,
+                    "sync_s": time.perf_counter() - t0}
         buckets: list = []
         nbytes = 0
         try:

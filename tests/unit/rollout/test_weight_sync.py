@@ -1,11 +1,13 @@
-"""CPU weight-sync transport: buckets, headers, the push check, shared-memory clean-up."""
+"""CPU weight-sync transports: flat buffer, buckets, headers, the push check, shared-memory clean-up."""
 import os
 
+import numpy as np
 import pytest
 import torch
 
 from medpo_ray.rollout.weight_sync import make_weight_sync
 from medpo_ray.rollout.weight_sync.base import WeightManifest, WeightPush, WeightSyncError
+from medpo_ray.rollout.weight_sync.flat import FlatBucket, pack_flat, unpack_flat
 from medpo_ray.rollout.weight_sync.nccl import TensorListSource, tensor_header
 from medpo_ray.rollout.weight_sync.object_store import (
     ObjectStoreSync,
@@ -31,7 +33,7 @@ class ModuleTarget:
         if push.transport == "shm":
             self.seen_paths = list(push.buckets)
             assert all(os.path.exists(p) for p in push.buckets)
-        state = {n: t for b in push.buckets for n, t in load_bucket(b).items()}
+        state = {n: t for b in push.buckets for n, t in load_bucket(b)}
         self.module.load_state_dict(state)
         return {"policy_version": push.version, "apply_s": 0.0}
 
@@ -52,7 +54,7 @@ def test_tied_tensors_are_shipped_under_both_names():
     (bucket,) = iter_buckets([("embed", w), ("lm_head", w)], bucket_bytes=1 << 20)
     from safetensors.torch import save
 
-    back = load_bucket(save(bucket))
+    back = dict(load_bucket(save(bucket)))
     assert torch.equal(back["embed"], w) and torch.equal(back["lm_head"], w)
 
 
@@ -86,15 +88,18 @@ def test_manifest_names_missing_unknown_misshaped_and_non_float_tensors():
         m.check({})
 
 
-@pytest.mark.parametrize("transport", ["bytes", "shm"])
+@pytest.mark.parametrize("transport", ["flat", "bytes", "shm"])
 def test_sync_delivers_every_tensor_and_leaves_no_shared_memory(transport, tmp_path):
     src, dst = net(), net()
     target = ModuleTarget(dst)
     sync = make_weight_sync(transport, target, bucket_bytes=256, **({"shm_dir": str(tmp_path)}
                                                                    if transport == "shm" else {}))
     stats = sync.sync(src.named_parameters(), version=3)
-    assert stats["policy_version"] == 3 and stats["buckets"] > 1
-    assert stats["bytes"] == sum(p.numel() * 4 for p in src.parameters())
+    assert stats["policy_version"] == 3 and stats["buckets"] == (1 if transport == "flat" else 4)
+    # flat: every tensor starts on a 64-byte boundary (16*8+16+4*16+4 floats -> 8 aligned slots)
+    payload = sum(p.numel() * 4 for p in src.parameters())
+    assert stats["bytes"] == (sum(-(-p.numel() * 4 // 64) * 64 for p in src.parameters())
+                              if transport == "flat" else payload)
     for a, b in zip(src.parameters(), dst.parameters(), strict=True):
         assert torch.equal(a, b)
     assert list(tmp_path.iterdir()) == []
@@ -112,7 +117,7 @@ def test_refused_shm_push_is_cleaned_up_and_changes_nothing(tmp_path):
 
 
 def test_unknown_transport_is_refused():
-    with pytest.raises(ValueError, match="bytes, shm or nccl"):
+    with pytest.raises(ValueError, match="flat, bytes, shm or nccl"):
         make_weight_sync("carrier-pigeon", None)
 
 
@@ -124,3 +129,51 @@ def test_nccl_source_declares_what_it_yields():
                                                                     ("b", torch.bfloat16, (4,))]
     assert list(src) == items
     assert tensor_header(items) == {"a": ("F32", (2, 3)), "b": ("BF16", (4,))}
+
+
+def test_flat_bucket_round_trips_every_dtype_as_views_of_one_buffer():
+    w = torch.randn(5, 3)
+    items = [("w", w), ("tied", w), ("half", torch.randn(7, dtype=torch.bfloat16)),
+             ("scalar", torch.tensor(2.5)), ("empty", torch.zeros(0, 4)), ("strided", torch.randn(4, 6)[:, ::2])]
+    bucket = pack_flat(items)
+    assert bucket.metas() == {"w": ("F32", (5, 3)), "tied": ("F32", (5, 3)), "half": ("BF16", (7,)),
+                              "scalar": ("F32", ()), "empty": ("F32", (0, 4)), "strided": ("F32", (4, 3))}
+    back = unpack_flat(bucket)
+    assert [n for n, _ in back] == [n for n, _ in items]
+    for (_, a), (_, b) in zip(items, back, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    base = bucket.data.ctypes.data
+    assert all((t.data_ptr() - base) % 64 == 0 and base <= t.data_ptr() < base + bucket.data.nbytes
+               for _, t in back if t.numel())
+    # What the Ray object store hands a reader: a read-only array. Unpacking it copies nothing.
+    frozen = bucket.data.copy()
+    frozen.flags.writeable = False
+    again = unpack_flat(FlatBucket(bucket.header, frozen))
+    assert torch.equal(dict(again)["half"], items[2][1])
+
+
+def test_flat_bucket_that_does_not_fit_its_buffer_is_refused_by_name():
+    bucket = pack_flat([("a", torch.zeros(4)), ("b", torch.zeros(16))])
+    short = FlatBucket(bucket.header, bucket.data[:64])
+    with pytest.raises(WeightSyncError, match=r"'b' \(F32 \[16\] at byte 64\) does not fit the 64-byte"):
+        unpack_flat(short)
+    with pytest.raises(WeightSyncError, match="unknown dtype 'Q8'"):
+        unpack_flat(FlatBucket((("a", "Q8", (4,), 0),), bucket.data))
+    with pytest.raises(WeightSyncError, match="1-D uint8"):
+        unpack_flat(FlatBucket(bucket.header, np.zeros(8, dtype=np.float32)))
+    with pytest.raises(WeightSyncError, match="'a' appears twice"):
+        FlatBucket(bucket.header + bucket.header[:1], bucket.data).metas()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_finite_check_refuses_nan_and_inf_but_not_a_sum_that_overflows(dtype):
+    from medpo_ray.rollout.worker_ext import _all_finite
+
+    t = torch.randn(1000).to(dtype)
+    assert _all_finite(t)
+    t[:10] = 3e38  # finite values whose sum overflows: the exact check decides
+    assert _all_finite(t)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        u = t.clone()
+        u[500] = bad
+        assert not _all_finite(u)
