@@ -77,9 +77,14 @@ class Fleet:
             pool.ledger = ledger
 
     def sync_weights(self, version: int) -> dict:
-        """Export the learner's weights once (object store) and load them into every engine."""
-        self.weights_ref, summary = self.learners.export_weights()
+        """Export the learner's weights once (object store) and load them into every engine.
+
+        The engines get the weights' ref before the export finishes: Ray starts each load as soon as the
+        buffer exists, without a round trip through this process in between.
+        """
+        self.weights_ref, summaries = self.learners.start_export()
         refs = [a.sync_from.remote(self.weights_ref, version) for a in self.rollout_actors]
+        summary = self.learners.finish_export(summaries)  # a failed export raises LearnerFailed here
         self.version = version
         stats = []
         for actor, ref in zip(self.rollout_actors, refs, strict=True):

@@ -211,12 +211,21 @@ class LearnerGroup:
         every rank scores the same rows (a collective under ZeRO-3); rank 0's figures."""
         return self._all("logprob_gap", rollout_ref, records_ref, version, max_rows)[0]
 
-    def export_weights(self) -> tuple[ray.ObjectRef, dict]:
-        """(ObjectRef of rank 0's weights as a FlatBucket under HF names, summary): the payload stays in
-        the object store."""
+    def start_export(self) -> tuple[ray.ObjectRef, list]:
+        """Every rank exports (a collective under ZeRO-3); returns (ObjectRef of rank 0's weights as a
+        FlatBucket under HF names, the ranks' summary refs for `finish_export`) without waiting, so a
+        caller can hand the weights ref on to the engines before it is ready."""
         pairs = [r.export_weights.options(num_returns=2).remote() for r in self.ranks]
-        summaries = self._wait([s for s, _ in pairs])
-        return pairs[0][1], summaries[0]
+        return pairs[0][1], [s for s, _ in pairs]
+
+    def finish_export(self, summary_refs: list) -> dict:
+        """Wait for the export (a rank that failed stops the group: LearnerFailed); rank 0's summary."""
+        return self._wait(summary_refs)[0]
+
+    def export_weights(self) -> tuple[ray.ObjectRef, dict]:
+        """(ObjectRef of rank 0's weights as a FlatBucket, summary), once every rank has exported."""
+        ref, summaries = self.start_export()
+        return ref, self.finish_export(summaries)
 
     def state_dicts(self) -> list[dict]:
         """Every rank's view of every policy tensor, in rank order (for checks; fetches them all)."""

@@ -8,6 +8,7 @@ import torch
 
 from actors.learner import LearnerGroup
 from medpo_ray.config import LossConfig, TrainConfig
+from medpo_ray.rollout.weight_sync.flat import unpack_flat
 from medpo_ray.training import LearnerFailed
 from tests.unit.training.examples import build_tiny_model, make_examples
 
@@ -102,7 +103,7 @@ def test_zero1_full_finetune_matches_single_process_and_resumes_exactly(local_ra
         metrics.append(group.train_step(batch))
     states = group.state_dicts()
     weights_ref, summary = group.export_weights()
-    weights = ray.get(weights_ref)
+    weights = dict(unpack_flat(ray.get(weights_ref)))
     group.shutdown()
 
     assert [m["step"] for m in metrics] == [1, 2, 3]
@@ -144,7 +145,7 @@ def test_zero3_lora_trains_only_adapters_and_keeps_the_reference(local_ray, mode
     metrics.append(group.train_step(batch))
     scores1 = group.score(batch)
     states = group.state_dicts()
-    weights = ray.get(group.export_weights()[0])
+    weights = dict(unpack_flat(ray.get(group.export_weights()[0])))
     group.shutdown()
 
     changed = {k for k in before if not torch.equal(before[k], states[0][k])}
