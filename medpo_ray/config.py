@@ -92,6 +92,9 @@ class SFTConfig(_Section):
     # Dense lesion-cell BCE on the vision tower (DATA.md, "Learnability"); needs lesion masks.
     aux_lesion_loss: bool = True
     aux_weight: float = Field(1.0, ge=0)
+    # Also predict each lesion cell's radius level (cross-entropy, medpo_ray/sft/aux.py); needs data with
+    # discrete radii (data.radius_levels >= 2). Off by default; the head is dropped from the checkpoint.
+    aux_size_levels: bool = False
     # Checkpoints are cached under out_dir/<hash of data, base model and this section>.
     out_dir: str = "artifacts/sft"
 
