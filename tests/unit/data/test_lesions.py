@@ -147,6 +147,21 @@ def test_continuous_radii_are_the_default_and_unchanged():
     assert cont.draw_radius(rng) == round(float(np.random.default_rng(7).uniform(cont.radius_min, cont.radius_max)) * 4) / 4
 
 
+def test_demo_levels_are_far_apart_in_mm_on_every_base():
+    from medpo_ray.config import load_config
+    from medpo_ray.data.dicom_sources import BASES, resized_base
+    from medpo_ray.data.synth import _MARGIN
+
+    d = load_config("configs/demo.yaml").data
+    params = LesionParams.from_difficulty(d.difficulty, d.size, d.amplitude, d.radius_min, d.radius_max,
+                                          d.radius_levels)
+    assert params.radius_levels >= 2
+    full = d.size + 2 * round(d.size * _MARGIN)
+    for base in BASES:
+        # +-2 mm must tell adjacent levels apart with room to spare: gaps well over 4 mm everywhere.
+        assert min(params.level_gaps_mm(resized_base(base.name, full)[1])) > 6, base.name
+
+
 def test_radius_levels_are_deterministic_per_study():
     from medpo_ray.data.synth import generate_study
 
