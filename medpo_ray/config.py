@@ -45,6 +45,9 @@ class DataConfig(_Section):
     amplitude: float | None = Field(None, gt=0.0, le=1.0)
     radius_min: float | None = Field(None, ge=1.0)
     radius_max: float | None = Field(None, ge=1.0)
+    # 0: lesion radii drawn continuously in [radius_min, radius_max]; K >= 2: from K evenly spaced radii,
+    # so a measurement is a size read off the image times the base's scale (data/lesions.py).
+    radius_levels: int = Field(0, ge=0, le=64)
     task: Literal["report", "vqa", "both"] = "both"
     max_prompt_chars: int = Field(8192, ge=16)
     max_target_chars: int = Field(8192, ge=1)
@@ -53,6 +56,8 @@ class DataConfig(_Section):
     def _radius_order(self) -> DataConfig:
         if self.radius_min is not None and self.radius_max is not None and self.radius_min > self.radius_max:
             raise ValueError(f"radius_min ({self.radius_min}) must be <= radius_max ({self.radius_max})")
+        if self.radius_levels == 1:
+            raise ValueError("radius_levels must be 0 (continuous radii) or >= 2, got 1")
         return self
 
 
@@ -84,6 +89,9 @@ class SFTConfig(_Section):
     # Dense lesion-cell BCE on the vision tower (DATA.md, "Learnability"); needs lesion masks.
     aux_lesion_loss: bool = True
     aux_weight: float = Field(1.0, ge=0)
+    # Also predict each lesion cell's radius level (cross-entropy, medpo_ray/sft/aux.py); needs data with
+    # discrete radii (data.radius_levels >= 2). Off by default; the head is dropped from the checkpoint.
+    aux_size_levels: bool = False
     # Checkpoints are cached under out_dir/<hash of data, base model and this section>.
     out_dir: str = "artifacts/sft"
 

@@ -25,6 +25,9 @@ def register(add) -> None:
     p.add_argument("--amplitude", type=float, help="lesion contrast in (0, 1]; overrides --difficulty")
     p.add_argument("--radius-min", type=float, metavar="PX", help="smallest lesion radius in output pixels")
     p.add_argument("--radius-max", type=float, metavar="PX", help="largest lesion radius in output pixels")
+    p.add_argument("--radius-levels", type=int, default=_DEFAULTS.radius_levels, metavar="K",
+                   help="0: continuous radii; K >= 2: K evenly spaced radii from --radius-min to --radius-max "
+                        "(default %(default)s)")
     p.add_argument("--preview", metavar="PNG", help="also write a contact sheet (image | mask | corrupted | report)")
     p.add_argument("--preview-rows", type=int, default=8, metavar="N", help="studies on the contact sheet")
     p.set_defaults(func=_synth)
@@ -35,7 +38,8 @@ def _config(args: argparse.Namespace) -> DataConfig:
 
     try:
         return DataConfig(studies=args.studies, seed=args.seed, size=args.size, difficulty=args.difficulty,
-                          amplitude=args.amplitude, radius_min=args.radius_min, radius_max=args.radius_max)
+                          amplitude=args.amplitude, radius_min=args.radius_min, radius_max=args.radius_max,
+                          radius_levels=args.radius_levels)
     except ValidationError as e:
         problems = "; ".join(
             ("--" + "-".join(str(p) for p in err["loc"]).replace("_", "-") if err["loc"] else "arguments")
@@ -64,16 +68,20 @@ def _synth(args: argparse.Namespace) -> int:
     from medpo_ray.data.synth import synthesize
 
     cfg = _config(args)
-    params = LesionParams.from_difficulty(cfg.difficulty, cfg.size, cfg.amplitude, cfg.radius_min, cfg.radius_max)
+    params = LesionParams.from_difficulty(cfg.difficulty, cfg.size, cfg.amplitude, cfg.radius_min, cfg.radius_max,
+                                          cfg.radius_levels)
     start = time.perf_counter()
     given = {"difficulty": cfg.difficulty, "amplitude": cfg.amplitude, "radius_min": cfg.radius_min,
              "radius_max": cfg.radius_max}
+    if cfg.radius_levels:  # recorded only when set, so a continuous dataset's manifest is as before
+        given["radius_levels"] = cfg.radius_levels
     manifest = synthesize(args.out, cfg.studies, cfg.seed, cfg.size, params, args=given, progress=_Progress())
     seconds = time.perf_counter() - start
     c = manifest["counts"]
     print(f"wrote {c['studies']} studies and {c['questions']} questions to {args.out} in {seconds:.1f} s "
           f"({c['studies'] / seconds:.0f} studies/s)")
-    print(f"lesions: amplitude {params.amplitude:.3g}, radius {params.radius_min:.3g}-{params.radius_max:.3g} px")
+    print(f"lesions: amplitude {params.amplitude:.3g}, radius {params.radius_min:.3g}-{params.radius_max:.3g} px"
+          + (f", levels {', '.join(f'{r:g}' for r in params.radii())} px" if params.radius_levels else ""))
     for key in ("split", "modality", "lesions_per_study", "size", "question_type", "answer_type"):
         print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in c[key].items()))
     if args.preview:

@@ -14,6 +14,13 @@ Difficulty d in [0, 1] (radii in pixels at 112 px, scaled by size / 112):
     radius_min = 6 - 4 d             (6, 5, 4, 2 px)
     radius_max = 16 - 4 d            (16, 15, 14, 12 px)
 Explicit amplitude / radius overrides win over the mapping and are in pixels of the output size.
+
+Radius levels (`radius_levels` K): 0 draws each radius uniformly in [radius_min, radius_max] (to a
+quarter pixel); K >= 2 draws it from K evenly spaced values radius_min + k (radius_max - radius_min) /
+(K - 1), each rounded to a quarter pixel. The measurement in mm is then "which size, read off the image,
+times the base image's scale" instead of a sub-pixel radius estimate, which a 16-token image cannot
+give (diameter = 2 r mm_per_px with mm_per_px up to ~3 at 112 px, so +-2 mm is +-0.35 px of radius).
+Keep adjacent levels well apart on every base: 2 * spacing * mm_per_px >> 4 mm (`level_gaps_mm`).
 """
 from __future__ import annotations
 
@@ -50,10 +57,12 @@ class LesionParams:
     amplitude: float
     radius_min: float
     radius_max: float
+    radius_levels: int = 0  # 0: continuous radii; K >= 2: K evenly spaced radii (module docstring)
 
     @classmethod
     def from_difficulty(cls, difficulty: float, size: int, amplitude: float | None = None,
-                        radius_min: float | None = None, radius_max: float | None = None) -> LesionParams:
+                        radius_min: float | None = None, radius_max: float | None = None,
+                        radius_levels: int | None = None) -> LesionParams:
         """The documented difficulty mapping, with explicit overrides; validated against `size`."""
         if not 0.0 <= difficulty <= 1.0:
             raise LesionParamsError(f"difficulty must be in [0, 1], got {difficulty}")
@@ -62,6 +71,7 @@ class LesionParams:
             amplitude=0.75 - 0.6 * difficulty if amplitude is None else amplitude,
             radius_min=(6 - 4 * difficulty) * scale if radius_min is None else radius_min,
             radius_max=(16 - 4 * difficulty) * scale if radius_max is None else radius_max,
+            radius_levels=radius_levels or 0,
         )
         p.check(size)
         return p
@@ -77,6 +87,36 @@ class LesionParams:
         if self.radius_max > size / 6:
             raise LesionParamsError(f"radius_max {self.radius_max} px is too large for a {size} px image "
                                     f"(at most size/6 = {size / 6:.1f} px, so two lesions fit on one side)")
+        if isinstance(self.radius_levels, bool) or not isinstance(self.radius_levels, int) \
+                or self.radius_levels < 0 or self.radius_levels == 1:
+            raise LesionParamsError(f"radius_levels must be 0 (continuous radii) or an integer >= 2, "
+                                    f"got {self.radius_levels!r}")
+        radii = self.radii()
+        if len(set(radii)) != len(radii):
+            raise LesionParamsError(f"radius_levels {self.radius_levels} is too many for radius "
+                                    f"{self.radius_min}-{self.radius_max} px: levels {radii} collide at "
+                                    "quarter-pixel precision")
+
+    def radii(self) -> tuple[float, ...]:
+        """The K radius levels in pixels (quarter-pixel values, ascending); () for continuous radii."""
+        k = self.radius_levels
+        if not k:
+            return ()
+        step = (self.radius_max - self.radius_min) / (k - 1)
+        return tuple(round((self.radius_min + i * step) * 4) / 4 for i in range(k))
+
+    def level_gaps_mm(self, mm_per_px: float) -> tuple[float, ...]:
+        """Diameter difference in mm between adjacent radius levels at this scale; () when continuous."""
+        radii = self.radii()
+        return tuple(2 * (b - a) * mm_per_px for a, b in zip(radii, radii[1:], strict=False))
+
+    def draw_radius(self, rng: np.random.Generator) -> float:
+        """One lesion radius in pixels: a quarter-pixel uniform draw, or one of the levels."""
+        radii = self.radii()
+        if radii:
+            return radii[int(rng.integers(len(radii)))]
+        # Quarter-pixel radii: exact in binary floats, so masks and stored values agree bit for bit.
+        return round(float(rng.uniform(self.radius_min, self.radius_max)) * 4) / 4
 
 
 def mask_bbox(mask: np.ndarray) -> list[int]:
@@ -107,8 +147,7 @@ def place_lesions(rng: np.random.Generator, size: int, regions: dict[str, tuple[
     placed: list[dict] = []
     for _ in range(n):
         side = SIDES[int(rng.integers(2))]
-        # Quarter-pixel radii: exact in binary floats, so masks and stored values agree bit for bit.
-        r = round(float(rng.uniform(params.radius_min, params.radius_max)) * 4) / 4
+        r = params.draw_radius(rng)
         x0, y0, x1, y1 = regions[side]
         for _ in range(_TRIES):
             cx = int(rng.integers(int(x0), max(int(x0) + 1, int(x1))))

@@ -138,7 +138,10 @@ def synthesize(out_dir: str | Path, studies: int, seed: int, size: int, params: 
         "generator_version": GENERATOR_VERSION,
         "args": {**(args or {}), "studies": studies, "seed": seed, "size": size},
         "lesion_params": {"amplitude": params.amplitude, "radius_min": params.radius_min,
-                          "radius_max": params.radius_max},
+                          "radius_max": params.radius_max,
+                          # only when set, so a continuous dataset's manifest (and fingerprint) is as before
+                          **({"radius_levels": params.radius_levels, "radii": list(params.radii())}
+                             if params.radius_levels else {})},
         "counts": summarize(rows, questions),
         "files": {name: _sha256(out / name) for name in (schema.STUDIES_FILE, schema.VQA_FILE)},
     }

@@ -14,6 +14,9 @@ from medpo_ray.config import Config
 SFT_CODE_VERSION = "sft-1"
 DONE_FILE = "sft_stats.json"
 _MANIFESTS = ("manifest.json", "medpo_model.json")
+_SFT_NOT_IN_KEY = {"out_dir"}
+# Knobs added later, left out of the key while off, so existing checkpoints keep their keys.
+_OFF_KNOBS = {"aux_size_levels"}
 
 
 def _sha(data: bytes) -> str:
@@ -51,7 +54,7 @@ def cache_key(cfg: Config, data_fp: str, model_fp: str) -> str:
         "data": data_fp,
         "model": model_fp,
         "task": cfg.data.task,
-        "sft": cfg.sft.model_dump(exclude={"out_dir"}),
+        "sft": cfg.sft.model_dump(exclude=_SFT_NOT_IN_KEY | {k for k in _OFF_KNOBS if not getattr(cfg.sft, k)}),
         "seed": cfg.run.seed,
         "dtype": cfg.model.dtype,
         "max_model_len": cfg.model.max_model_len,

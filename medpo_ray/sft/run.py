@@ -14,7 +14,9 @@ from medpo_ray.errors import MedpoError
 from medpo_ray.sft import cache
 
 # Generator knobs recorded in an embedded dataset's manifest that must match the configuration.
-_DATA_KNOBS = ("studies", "seed", "size", "difficulty", "amplitude", "radius_min", "radius_max")
+_DATA_KNOBS = ("studies", "seed", "size", "difficulty", "amplitude", "radius_min", "radius_max", "radius_levels")
+# Knobs a manifest may leave out (made before the knob existed, or at its default): the value they mean.
+_KNOB_ABSENT = {"radius_levels": 0}
 
 
 class DataMismatchError(MedpoError):
@@ -59,10 +61,13 @@ def ensure_data(cfg: Config) -> Path:
         return path
     wanted = {k: getattr(d, k) for k in _DATA_KNOBS}
     if not (path / STUDIES_FILE).is_file():
-        params = LesionParams.from_difficulty(d.difficulty, d.size, d.amplitude, d.radius_min, d.radius_max)
-        print(f"data: generating {d.studies} embedded studies into {path} (difficulty {d.difficulty})",
-              file=sys.stderr)
+        params = LesionParams.from_difficulty(d.difficulty, d.size, d.amplitude, d.radius_min, d.radius_max,
+                                              d.radius_levels)
+        print(f"data: generating {d.studies} embedded studies into {path} (difficulty {d.difficulty}"
+              + (f", {d.radius_levels} radius levels" if d.radius_levels else "") + ")", file=sys.stderr)
         given = {k: wanted[k] for k in ("difficulty", "amplitude", "radius_min", "radius_max")}
+        if d.radius_levels:  # recorded only when set, so a continuous dataset's manifest is as before
+            given["radius_levels"] = d.radius_levels
         synthesize(path, d.studies, d.seed, d.size, params, args=given, progress=_progress("data synth"))
         return path
     try:
@@ -70,8 +75,9 @@ def ensure_data(cfg: Config) -> Path:
     except (OSError, ValueError, KeyError, TypeError):
         raise DataMismatchError(f"data.path {str(path)!r} has no readable {MANIFEST_FILE}; "
                                 "regenerate it or point data.path elsewhere") from None
-    diff = [f"data.{k}: dataset has {made.get(k)!r}, config asks {wanted[k]!r}"
-            for k in _DATA_KNOBS if made.get(k) != wanted[k]]
+    made = {k: made.get(k, _KNOB_ABSENT.get(k)) for k in _DATA_KNOBS}
+    diff = [f"data.{k}: dataset has {made[k]!r}, config asks {wanted[k]!r}"
+            for k in _DATA_KNOBS if made[k] != wanted[k]]
     if diff:
         raise DataMismatchError(f"data.path {str(path)!r} was generated with other knobs ({'; '.join(diff)}); "
                                 "point data.path at a new directory or delete this one")

@@ -89,6 +89,20 @@ class _Bar:
         self.bar.close()
 
 
+MAX_RADIUS_LEVELS = 16
+
+
+def radius_levels(records: Sequence[Record]) -> tuple[float, ...]:
+    """The distinct lesion radii (px, ascending) of the records' findings: the classes of the size-level
+    target. Refused unless the data has discrete radii (data.radius_levels >= 2), 2..MAX_RADIUS_LEVELS."""
+    radii = sorted({float(les["r_px"]) for r in records if r.findings
+                    for les in r.findings.get("lesions", ()) if les.get("r_px") is not None})
+    if not 2 <= len(radii) <= MAX_RADIUS_LEVELS:
+        raise SFTDataError(f"sft.aux_size_levels needs training lesions with 2..{MAX_RADIUS_LEVELS} distinct radii "
+                           f"(data made with data.radius_levels >= 2); found {len(radii)}")
+    return tuple(radii)
+
+
 def _ema(old: float | None, new: float, k: float = 0.05) -> float:
     return new if old is None else old + k * (new - old)
 
@@ -101,14 +115,15 @@ def train_sft(model_dir: str | Path, records: Sequence[Record], cfg: SFTConfig, 
     from medpo_ray.models.loading import load_policy, load_processor
 
     processor = load_processor(model_dir)
-    items, bad = prepare(records, processor, max_length, with_masks=cfg.aux_lesion_loss)
+    radii = radius_levels(records) if cfg.aux_lesion_loss and cfg.aux_size_levels else ()
+    items, bad = prepare(records, processor, max_length, with_masks=cfg.aux_lesion_loss, radii=radii)
     if not items:
         raise SFTDataError(f"no usable training record ({len(bad)} refused"
                            + (f", first: {bad[0]}" if bad else "") + ")")
     torch.manual_seed(seed)
     model = load_policy(model_dir, dtype).train()
     use_aux = cfg.aux_lesion_loss and cfg.aux_weight > 0 and any(it.mask is not None for it in items)
-    head = LesionCellHead(model, seed) if use_aux else None
+    head = LesionCellHead(model, seed, n_levels=len(radii)) if use_aux else None
     params = [p for p in model.parameters() if p.requires_grad] + (head.parameters() if head else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     mixer = BatchMixer(items, cfg.batch_size, cfg.report_fraction, seed)
@@ -126,11 +141,12 @@ def train_sft(model_dir: str | Path, records: Sequence[Record], cfg: SFTConfig, 
                 group["lr"] = cfg.lr * lr_factor(step, elapsed, cfg)
             batch = collate(mixer.next(), processor)
             cell_targets, cell_valid = batch.pop("cell_targets"), batch.pop("cell_valid")
+            cell_levels = batch.pop("cell_levels", None)
             out = model(**batch)
             loss = out.loss
             aux = None
             if head is not None and bool(cell_valid.any()):
-                aux = head.loss(cell_targets, cell_valid)
+                aux = head.loss(cell_targets, cell_valid, cell_levels)
                 loss = loss + cfg.aux_weight * aux
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -149,7 +165,8 @@ def train_sft(model_dir: str | Path, records: Sequence[Record], cfg: SFTConfig, 
     seconds = time.perf_counter() - start
     stats = {"steps": step, "stopped_by": stopped, "seconds": round(seconds, 2), "tokens": tokens,
              "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "loss": loss_ema, "aux_loss": aux_ema,
-             "aux_lesion_loss": head is not None, "items": len(items),
+             "aux_lesion_loss": head is not None, "aux_size_levels": list(radii) if head is not None else [],
+             "items": len(items),
              "items_by_task": {t: sum(it.task == t for it in items) for t in ("report", "vqa")},
              "bad": len(bad), "bad_examples": [str(b) for b in bad[:5]]}
     save_model(model, processor, out_dir, stats)

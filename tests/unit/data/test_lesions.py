@@ -1,6 +1,7 @@
 """Lesions of the embedded data: exact masks and boxes, laterality, diameters and size bins, contrast."""
 import io
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -117,3 +118,70 @@ def test_bad_knobs_name_the_knob(kwargs, knob):
     args = {"difficulty": 0.5, **kwargs}
     with pytest.raises(LesionParamsError, match=knob):
         LesionParams.from_difficulty(args.pop("difficulty"), 112, **args)
+
+
+def _radii(params: LesionParams, draws: int = 400) -> list[float]:
+    everywhere = {"right": (0, 0, 112, 112), "left": (0, 0, 112, 112)}
+    return [les["r_px"] for i in range(draws)
+            for les in place_lesions(np.random.default_rng(i), 112, everywhere, params)]
+
+
+def test_radius_levels_are_discrete_evenly_spaced_and_all_used():
+    params = LesionParams.from_difficulty(0.35, 112, radius_levels=3)
+    assert params.radii() == (4.5, 9.5, 14.5)  # 4.6 .. 14.6 px, quarter-pixel values
+    counts = Counter(_radii(params))
+    assert set(counts) == set(params.radii())
+    assert min(counts.values()) > 0.2 * sum(counts.values())  # drawn uniformly among the levels
+    four = LesionParams.from_difficulty(0.5, 112, radius_levels=4)  # 4 .. 14 px
+    assert four.radii() == (4.0, 7.25, 10.75, 14.0)
+    assert np.diff(four.radii()) == pytest.approx(10 / 3, abs=0.25)
+
+
+def test_continuous_radii_are_the_default_and_unchanged():
+    cont = LesionParams.from_difficulty(0.35, 112)
+    assert cont.radius_levels == 0 and cont.radii() == ()
+    radii = _radii(cont)
+    assert len(set(radii)) > 20 and all(r * 4 == int(r * 4) for r in radii)
+    # The same generator state gives the same lesions as before the knob existed: one uniform draw.
+    rng = np.random.default_rng(7)
+    assert cont.draw_radius(rng) == round(float(np.random.default_rng(7).uniform(cont.radius_min, cont.radius_max)) * 4) / 4
+
+
+def test_demo_levels_are_far_apart_in_mm_on_every_base():
+    from medpo_ray.config import load_config
+    from medpo_ray.data.dicom_sources import BASES, resized_base
+    from medpo_ray.data.synth import _MARGIN
+
+    d = load_config("configs/demo.yaml").data
+    params = LesionParams.from_difficulty(d.difficulty, d.size, d.amplitude, d.radius_min, d.radius_max,
+                                          d.radius_levels)
+    assert params.radius_levels >= 2
+    full = d.size + 2 * round(d.size * _MARGIN)
+    for base in BASES:
+        # +-2 mm must tell adjacent levels apart with room to spare: gaps well over 4 mm everywhere.
+        assert min(params.level_gaps_mm(resized_base(base.name, full)[1])) > 6, base.name
+
+
+def test_radius_levels_are_deterministic_per_study():
+    from medpo_ray.data.synth import generate_study
+
+    params = LesionParams.from_difficulty(0.35, 112, radius_levels=3)
+    a = [generate_study(i, 0, 112, params)[0] for i in range(12)]
+    b = [generate_study(i, 0, 112, params)[0] for i in range(12)]
+    assert [r["image"] for r in a] == [r["image"] for r in b]
+    assert {les["r_px"] for r in a for les in r["lesions"]} <= set(params.radii())
+    # Diameter follows the level and the base's scale exactly.
+    for r in a:
+        for les in r["lesions"]:
+            assert les["diameter_mm"] == round(2 * les["r_px"] * r["findings"]["mm_per_px"])
+
+
+@pytest.mark.parametrize("levels", [1, -1, 2.5, True])
+def test_bad_radius_levels_name_the_knob(levels):
+    with pytest.raises(LesionParamsError, match="radius_levels"):
+        LesionParams.from_difficulty(0.5, 112, radius_levels=levels)
+
+
+def test_too_many_radius_levels_for_the_range_name_the_knob():
+    with pytest.raises(LesionParamsError, match="radius_levels"):
+        LesionParams.from_difficulty(0.5, 112, radius_min=5, radius_max=5.5, radius_levels=4)

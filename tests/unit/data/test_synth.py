@@ -72,8 +72,25 @@ def test_cli_synth_with_preview(tmp_path, capsys):
         assert im.width == 3 * 224 + 330 and im.height == 18 + 3 * 224
 
 
+def test_cli_radius_levels_are_recorded_only_when_set(tmp_path, capsys, embedded_dir):
+    out = tmp_path / "levels"
+    assert main(["data", "synth", "--out", str(out), "--studies", "12", "--difficulty", "0.5",
+                 "--radius-levels", "3"]) == 0
+    assert "levels 4, 9, 14 px" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["args"]["radius_levels"] == 3
+    assert manifest["lesion_params"]["radii"] == [4.0, 9.0, 14.0]
+    rows = pq.read_table(out / "studies.parquet").to_pylist()
+    assert {les["r_px"] for r in rows for les in r["lesions"]} <= {4.0, 9.0, 14.0}
+    # A continuous dataset's manifest has no trace of the knob, so it reads (and hashes) as before.
+    plain = json.loads((embedded_dir / "manifest.json").read_text())
+    assert "radius_levels" not in plain["args"] and "radius_levels" not in plain["lesion_params"]
+
+
 @pytest.mark.parametrize("args,flag", [(["--radius-min", "9", "--radius-max", "5"], "radius_min"),
                                        (["--size", "40"], "--size"), (["--difficulty", "2"], "--difficulty"),
+                                       (["--radius-levels", "1"], "radius_levels"),
+                                       (["--radius-levels", "-2"], "--radius-levels"),
                                        (["--radius-max", "30"], "radius_max")])
 def test_cli_rejects_bad_knobs_with_a_message(tmp_path, capsys, args, flag):
     assert main(["data", "synth", "--out", str(tmp_path / "x"), "--studies", "4", *args]) == 2

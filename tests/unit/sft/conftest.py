@@ -18,6 +18,18 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def levels_records(tmp_path_factory):
+    """Every record of a 20-study embedded dataset with 3 discrete lesion radii (4, 9, 14 px)."""
+    from medpo_ray.data.sources.embedded import EmbeddedSource
+
+    out = tmp_path_factory.mktemp("sft_levels_data")
+    synthesize(out, N_STUDIES, 0, SIZE, LesionParams.from_difficulty(0.5, SIZE, radius_levels=3))
+    loaded = EmbeddedSource(out).load()
+    assert not loaded.bad
+    return loaded.records
+
+
+@pytest.fixture(scope="session")
 def records(data_dir):
     """Every record (reports and VQA, all splits) of the dataset."""
     from medpo_ray.data.sources.embedded import EmbeddedSource

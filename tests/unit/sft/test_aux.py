@@ -3,7 +3,7 @@ order, and the head's hook on the real vision tower."""
 import numpy as np
 import pytest
 
-from medpo_ray.sft.collate import lesion_cells
+from medpo_ray.sft.collate import lesion_cell_levels, lesion_cells
 
 pytestmark = pytest.mark.unit
 
@@ -58,5 +58,72 @@ def test_head_reads_one_feature_row_per_cell_and_detaches(records, processor, mo
     loss.backward()
     assert head.linear.weight.grad is not None
     assert model.model.visual.patch_embed.proj.weight.grad is not None  # the gradient reaches the vision tower
+    head.remove()
+    assert not vision_merger(model)._forward_hooks
+
+
+def test_cell_levels_of_a_hand_made_level_map():
+    levels = np.full((112, 112), -1, np.int8)
+    levels[30:34, 60:63] = 2  # cell (1, 2) only
+    levels[0:28, 0:10] = 0  # cell (0, 0): 280 px of level 0 ...
+    levels[0:28, 10:12] = 1  # ... and 56 px of level 1: the level with most pixels wins
+    cells = lesion_cell_levels(levels, 4, 4)
+    assert cells[1, 2] == 2 and cells[0, 0] == 0
+    assert (cells >= 0).sum() == 2 and cells.dtype == np.int64
+    # The cells with a level are exactly the lesion cells.
+    assert np.array_equal(cells >= 0, lesion_cells(levels >= 0, 4, 4))
+
+
+def test_collate_gives_each_lesion_cell_its_radius_level(levels_records, processor):
+    from medpo_ray.sft.collate import collate, prepare
+    from medpo_ray.sft.train import radius_levels
+
+    radii = radius_levels(levels_records)
+    assert radii == (4.0, 9.0, 14.0)
+    with_lesions = [r for r in levels_records if r.task == "report" and r.findings["total"] > 0][:4]
+    items, bad = prepare(with_lesions, processor, 512, radii=radii)
+    assert not bad
+    batch = collate(items, processor)
+    levels = batch["cell_levels"].numpy().reshape(len(items), 4, 4)
+    assert np.array_equal(levels.reshape(-1) >= 0, batch["cell_targets"].numpy() > 0)
+    for k, rec in enumerate(with_lesions):
+        for les in rec.findings["lesions"]:  # the centre's cell holds (mostly) this lesion
+            if sum(1 for o in rec.findings["lesions"] if o["cy"] // 28 == les["cy"] // 28
+                   and o["cx"] // 28 == les["cx"] // 28) == 1:
+                assert levels[k, les["cy"] // 28, les["cx"] // 28] in range(3)
+        assert {radii[v] for v in levels[k][levels[k] >= 0]} <= {les["r_px"] for les in rec.findings["lesions"]}
+    # Without radii (the default) no level target is made.
+    assert "cell_levels" not in collate(prepare(with_lesions, processor, 512)[0], processor)
+
+
+def test_continuous_radii_are_refused_for_size_levels_by_name(records):
+    from medpo_ray.sft.collate import SFTDataError
+    from medpo_ray.sft.train import radius_levels
+
+    with pytest.raises(SFTDataError, match="sft.aux_size_levels"):
+        radius_levels(records)
+
+
+def test_head_with_levels_adds_a_cross_entropy_and_detaches(levels_records, processor, model_dir):
+
+    from medpo_ray.models.loading import load_policy
+    from medpo_ray.sft.aux import LesionCellHead, vision_merger
+    from medpo_ray.sft.collate import collate, prepare
+    from medpo_ray.sft.train import radius_levels
+
+    model = load_policy(model_dir).train()
+    radii = radius_levels(levels_records)
+    head = LesionCellHead(model, n_levels=len(radii))
+    assert head.linear.out_features == 1 + len(radii)
+    reports = [r for r in levels_records if r.task == "report" and r.findings["total"] > 0][:3]
+    batch = collate(prepare(reports, processor, 512, radii=radii)[0], processor)
+    targets, valid, levels = batch.pop("cell_targets"), batch.pop("cell_valid"), batch.pop("cell_levels")
+    model(**batch)
+    with_levels = head.loss(targets, valid, levels)
+    model(**batch)
+    without = head.loss(targets, valid)
+    assert float(with_levels.detach()) > float(without.detach()) > 0  # the level cross-entropy is added on top
+    with_levels.backward()
+    assert head.linear.weight.grad[1:].abs().sum() > 0  # the level logits learn
     head.remove()
     assert not vision_merger(model)._forward_hooks

@@ -50,3 +50,19 @@ def test_a_dataset_made_with_other_knobs_is_refused(tmp_path, capsys, data_dir, 
     err = capsys.readouterr().err
     assert "data.difficulty: dataset has 0.5, config asks 0.7" in err
     assert not (tmp_path / "sft").exists() or not any((tmp_path / "sft").iterdir())
+
+
+def test_a_dataset_made_without_radius_levels_is_refused_for_levels(tmp_path, capsys, data_dir, model_dir):
+    # The fixture's manifest predates the knob (no radius_levels key): it reads as 0, continuous radii.
+    assert main(_args(tmp_path, data_dir, model_dir, "data.radius_levels=3")) == 2
+    assert "data.radius_levels: dataset has 0, config asks 3" in capsys.readouterr().err
+
+
+def test_size_level_knob_changes_the_key_only_when_on():
+    from medpo_ray.config import load_config
+    from medpo_ray.sft.cache import cache_key
+
+    off, on = (load_config(None, [f"sft.aux_size_levels={v}"]) for v in ("false", "true"))
+    # The key of the defaults as it was before the knob existed: existing checkpoints stay valid.
+    assert cache_key(off, "d", "m") == "1096aeb5756287d4fb88"
+    assert cache_key(on, "d", "m") != cache_key(off, "d", "m")

@@ -55,6 +55,17 @@ def test_saved_checkpoint_has_no_aux_head_and_loads(trained, model_dir):
     assert json.loads((out / "sft_stats.json").read_text())["steps"] == stats["steps"]
 
 
+def test_size_level_target_trains_and_the_checkpoint_stays_plain(tmp_path, levels_records, model_dir):
+    from medpo_ray.models.loading import checkpoint_manifest
+
+    train = [r for r in levels_records if r.split == "train"][:16]
+    cfg = SFTConfig(steps=3, batch_size=4, warmup_steps=0, max_seconds=300, aux_size_levels=True)
+    stats = train_sft(model_dir, train, cfg, tmp_path, seed=0, progress=False)
+    assert stats["aux_lesion_loss"] and stats["aux_size_levels"] == [4.0, 9.0, 14.0]
+    assert stats["aux_loss"] is not None
+    assert checkpoint_manifest(tmp_path) == checkpoint_manifest(model_dir)  # the head is not saved
+
+
 def test_time_budget_stops_training(tmp_path, records, model_dir):
     cfg = SFTConfig(steps=10_000, batch_size=2, max_seconds=0.5, aux_lesion_loss=False)
     stats = train_sft(model_dir, [r for r in records if r.task == "vqa"][:4], cfg, tmp_path, progress=False)
