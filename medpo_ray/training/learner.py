@@ -188,12 +188,13 @@ class Learner:
     def export_weights(self) -> dict[str, torch.Tensor]:
         """The full policy weights under HF module names, LoRA merged in: for the rollout engines.
 
-        A collective under ZeRO-3; only rank 0 returns the tensors, the others an empty dict.
+        A collective under ZeRO-3; only rank 0 returns the tensors, the others an empty dict. Full
+        fine-tuning under ZeRO 0-2 returns the live parameters (no copy): pack them before the next step.
         """
         keep = self.rank == 0
         if is_lora(self.engine.module):
             return merged_state_dict(self.engine.module, self.zero3, keep=keep)
-        return full_state_dict(self.engine.module, self.zero3, keep=keep)
+        return full_state_dict(self.engine.module, self.zero3, keep=keep, views=True)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """This rank's view of every policy tensor (gathered under ZeRO-3): for checks across ranks."""

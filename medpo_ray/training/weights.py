@@ -30,10 +30,15 @@ def _persistent_buffers(module) -> Iterator[tuple[str, torch.Tensor]]:
             yield name, buf
 
 
-def full_state_dict(module, zero3: bool, keep: bool = True, trainable_only: bool = False) -> dict[str, torch.Tensor]:
+def full_state_dict(module, zero3: bool, keep: bool = True, trainable_only: bool = False,
+                    views: bool = False) -> dict[str, torch.Tensor]:
     """Every parameter and persistent buffer (or only the trainable parameters) under its module name,
     as full CPU copies. `keep=False` joins the gathers without copying (ranks that discard the result).
+    `views=True` (not under ZeRO-3, whose gathered tensors are freed after each module) returns the
+    live CPU tensors themselves, for a caller that copies them at once (a weight-sync pack).
     """
+    if views and not zero3:
+        return {n: t.detach() for n, t in _named_state(module, trainable_only)} if keep else {}
     out: dict[str, torch.Tensor] = {}
     for mod_name, mod in module.named_modules():
         params = [(n, p) for n, p in mod.named_parameters(recurse=False) if p.requires_grad or not trainable_only]
@@ -44,6 +49,17 @@ def full_state_dict(module, zero3: bool, keep: bool = True, trainable_only: bool
                 for name, t in [*params, *buffers]:
                     out[prefix + name] = t.detach().to("cpu", copy=True)
     return out
+
+
+def _named_state(module, trainable_only: bool) -> Iterator[tuple[str, torch.Tensor]]:
+    for mod_name, mod in module.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        for name, p in mod.named_parameters(recurse=False):
+            if p.requires_grad or not trainable_only:
+                yield prefix + name, p
+        if not trainable_only:
+            for name, b in _persistent_buffers(mod):
+                yield prefix + name, b
 
 
 def merged_state_dict(module, zero3: bool, keep: bool = True) -> dict[str, torch.Tensor]:

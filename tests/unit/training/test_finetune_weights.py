@@ -64,3 +64,9 @@ def test_full_state_dict_and_load_into_roundtrip(tiny_model_dir):
         == ["model.visual.patch_embed.proj.weight"]
     trainable = full_state_dict(prepare_policy(load_policy(tiny_model_dir), TrainConfig()), False, trainable_only=True)
     assert trainable and not any(k.startswith("model.visual.") for k in trainable)
+    # views: the same names and values, sharing the live storage instead of copying it
+    views = full_state_dict(model, zero3=False, views=True)
+    assert list(views) == list(sd) and all(torch.equal(views[k], sd[k]) for k in sd)
+    live = dict(model.named_parameters())
+    assert all(views[k].data_ptr() == p.data_ptr() for k, p in live.items())
+    assert full_state_dict(model, zero3=False, views=True, keep=False) == {}
