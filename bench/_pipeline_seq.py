@@ -124,7 +124,18 @@ def main(argv: list[str]) -> int:
     # The driver's load_train_records without its module: medpo_ray.pipeline imports ray.
     good, _bad = load_split(cfg, Path(cfg.data.path), "train")
     records = {r.record_id: r for r in good}
-    loop = SequentialLoop(cfg, argv[1], records)
+    shm_before = set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*"))
+    try:
+        return _run(cfg, argv[1], records)
+    finally:
+        # DeepSpeed's CPU all-reduce leaves a ~69 MB /dev/shm file per process (LearnerGroup removes its
+        # own); this loop is the only DeepSpeed user while it runs, so the new files are its.
+        for f in set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")) - shm_before:
+            f.unlink(missing_ok=True)
+
+
+def _run(cfg, model_dir: str, records: dict) -> int:
+    loop = SequentialLoop(cfg, model_dir, records)
     import torch
 
     log(f"engine + learner up in {loop.startup_s:.1f} s (torch threads {torch.get_num_threads()})")
