@@ -24,7 +24,6 @@ class InplaceReload:
     """Full weights restored on the packed layers of `model`; `load` copies a push into them."""
 
     def __init__(self, model):
-        import torch
         from vllm.model_executor.layers.linear import UnquantizedLinearMethod
         from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
         from vllm.model_executor.model_loader.reload.layerwise import LAYERWISE_INFO, _get_original_loader
@@ -51,13 +50,13 @@ class InplaceReload:
             self._emptied[m] = m.weight
             del m.weight
             m.register_parameter("weight", full)
-        self._no_grad = torch.no_grad
 
     def load(self, tensors: Iterable[tuple[str, object]]) -> None:
         """Copy checkpoint-format tensors into the model, then re-dispatch every packed layer."""
+        import torch
         from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
 
-        with self._no_grad():
+        with torch.no_grad():
             self.model.load_weights(iter(tensors))
         for m in self.packed:
             dispatch_cpu_unquantized_gemm(m, remove_weight=False)
