@@ -8,8 +8,8 @@ materialized from the metadata vLLM recorded at load time, with vLLM's own weigh
 q/k/v and gate/up); a sync is then `model.load_weights` (copies into the parameters) plus vLLM's own
 handle dispatch per Linear, and nothing else.
 
-It is only used after `verify` showed, on a real push, that it leaves every tensor exactly as vLLM's
-reload does; otherwise the worker keeps using `reload_weights`.
+The worker extension (worker_ext.py) only uses it after loading a real push both ways showed that it
+leaves every tensor exactly as vLLM's reload does; otherwise the worker keeps using `reload_weights`.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class InplaceReload:
 
 
 def snapshot(model) -> dict:
-    """A copy of every non-empty parameter and buffer (what `verify` compares)."""
+    """A copy of every non-empty parameter and buffer (what the worker's verification compares)."""
     tensors = list(model.named_parameters()) + list(model.named_buffers())
     return {n: t.detach().clone() for n, t in tensors if t.numel()}
 

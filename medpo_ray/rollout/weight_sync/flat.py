@@ -38,12 +38,14 @@ class FlatBucket:
         return out
 
 
+_NAMES = {torch_name: short for short, torch_name in _DTYPES.items()}
+
+
 def _dtype_name(dtype) -> str:
-    name = str(dtype).removeprefix("torch.")
-    for short, long in _DTYPES.items():
-        if long == name:
-            return short
-    raise WeightSyncError(f"weight push: dtype {dtype} has no safetensors name")
+    try:
+        return _NAMES[str(dtype).removeprefix("torch.")]
+    except KeyError:
+        raise WeightSyncError(f"weight push: dtype {dtype} has no safetensors name") from None
 
 
 def pack_flat(named_tensors: Iterable[tuple[str, object]]) -> FlatBucket:
@@ -79,8 +81,7 @@ def unpack_flat(bucket: FlatBucket) -> list[tuple[str, object]]:
         if dtype not in _DTYPES:
             raise WeightSyncError(f"weight push: tensor {name!r} has unknown dtype {dtype!r}")
         tdtype = getattr(torch, _DTYPES[dtype])
-        numel = int(np.prod(shape, dtype=np.int64))
-        n = numel * torch.empty((), dtype=tdtype).element_size()
+        n = int(np.prod(shape, dtype=np.int64)) * tdtype.itemsize
         if start < 0 or start % _ALIGN or start + n > flat.numel():
             raise WeightSyncError(f"weight push: tensor {name!r} ({dtype} {list(shape)} at byte {start}) "
                                   f"does not fit the {flat.numel()}-byte flat bucket")
