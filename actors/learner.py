@@ -32,6 +32,7 @@ class LearnerRank:
     def __init__(self, rank: int):
         self.rank = rank
         self.learner = None
+        self._frozen = None  # names the export marks frozen, computed on the first export
 
     def node(self) -> dict:
         """This actor's node id and address, for rank placement and the rendezvous address."""
@@ -89,7 +90,9 @@ class LearnerRank:
         """(summary, weights packed in one flat buffer that engines read zero-copy from the object store);
         the summary is small, so the group can check for errors without fetching the weights."""
         tensors = self.learner.export_weights()
-        bucket = pack_flat(tensors.items())
+        if self._frozen is None:
+            self._frozen = self.learner.frozen_export_names()
+        bucket = pack_flat(tensors.items(), frozen=self._frozen)
         return {"tensors": len(tensors), "bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
                 "step": self.learner.step}, bucket
 

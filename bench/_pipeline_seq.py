@@ -56,6 +56,7 @@ class SequentialLoop:
                           WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_SIZE="1", LOCAL_WORLD_SIZE="1")
         self.learner = Learner(model_dir, cfg.train, cfg.loss, env, seed=cfg.run.seed,
                                max_length=cfg.model.max_model_len)
+        self.frozen = self.learner.frozen_export_names()  # as the Ray learner marks them
         self.cursor = DataCursor(list(records), seed=cfg.run.seed)
         self.startup_s = time.perf_counter() - t0
         self.version = 0
@@ -108,7 +109,7 @@ class SequentialLoop:
         t = time.perf_counter()
         self.version += 1
         sync = ObjectStoreSync(self.engine, "flat")
-        sync.sync(self.learner.export_weights().items(), self.version)
+        sync.sync(self.learner.export_weights().items(), self.version, frozen=self.frozen)
         secs["weight_sync"] = time.perf_counter() - t
         return {"step": self.version, "pairs": len(metrics["trained_ids"]), "issued": issued, "dropped": dropped,
                 "keys": list(metrics["trained_ids"]), "seconds": time.perf_counter() - t0, "stage_s": secs,

@@ -199,8 +199,10 @@ class RolloutEngine:
             raise WeightSyncError(f"weight push v{push.version} refused, previous weights keep serving: "
                                   + "; ".join(errors))
         self._serve_new_weights(push.version)
+        first = replies[0]
         return {"policy_version": self.policy_version, "tensors": len(header), "layout": layout,
-                "reload_s": max(r["reload_s"] for r in replies), "reload_path": replies[0]["reload_path"],
+                "reload_s": max(r["reload_s"] for r in replies), "reload_path": first["reload_path"],
+                "skipped_frozen": first["skipped_frozen"], "layers_repacked": first["layers_repacked"],
                 "apply_s": time.perf_counter() - t0}
 
     def _check_version(self, version: int) -> None:

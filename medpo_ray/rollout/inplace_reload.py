@@ -6,7 +6,8 @@ rebuilds each layer from metadata, loads, re-packs and copies back (~40 ms per s
 whatever its size, of a ~0.4 s training step). Here each packed layer gets its full weight back once,
 materialized from the metadata vLLM recorded at load time, with vLLM's own weight loader (it fuses
 q/k/v and gate/up); a sync is then `model.load_weights` (copies into the parameters) plus vLLM's own
-handle dispatch per Linear, and nothing else.
+handle dispatch for each Linear that push wrote, and nothing else (a push that skips the frozen vision
+tower leaves its kernels alone).
 
 The worker extension (worker_ext.py) only uses it after loading a real push both ways showed that it
 leaves every tensor exactly as vLLM's reload does; otherwise the worker keeps using `reload_weights`.
@@ -35,38 +36,60 @@ class InplaceReload:
         self.model = model
         self.packed = [m for m in model.modules() if hasattr(m, "cpu_linear")]
         self._emptied = {}  # module -> the empty parameter vLLM left, put back by `undo`
+        self._wrapped = {}  # module -> its weight's own loader (wrapped to note writes), put back by `undo`
+        self._always: list = []
+        self._written: set = set()
         for m in self.packed:
             method = getattr(m, "quant_method", None)
             if not isinstance(method, (UnquantizedLinearMethod, UnquantizedEmbeddingMethod)):
                 raise InplaceReloadUnavailable(f"{type(m).__name__} has quant method {type(method).__name__}")
-            if m.weight.numel():
+            if m.weight.numel():  # kept its weight when packed: note writes through its own loader
+                loader = getattr(m.weight, "weight_loader", None)
+                if loader is None:
+                    self._always.append(m)  # loaded by vLLM's default loader: re-dispatch on every push
+                else:
+                    self._wrapped[m] = loader
+                    m.weight.weight_loader = self._noting(m, loader)
                 continue
             info = LAYERWISE_INFO.get(m)
             meta = info.restore_metadata[0].get("weight") if info is not None else None
             if meta is None:
                 raise InplaceReloadUnavailable(f"no load-time metadata for {type(m).__name__}.weight")
             full = materialize_meta_tensor(restore_layer_refs(meta, m))
-            full.weight_loader = _get_original_loader(full)  # not the layer-wise buffering wrapper
+            # The original loader (not the layer-wise buffering wrapper), noting that this layer was written.
+            full.weight_loader = self._noting(m, _get_original_loader(full))
             self._emptied[m] = m.weight
             del m.weight
             m.register_parameter("weight", full)
 
-    def load(self, tensors: Iterable[tuple[str, object]]) -> None:
-        """Copy checkpoint-format tensors into the model, then re-dispatch every packed layer."""
+    def _noting(self, module, loader):
+        def load(*args, **kwargs):
+            self._written.add(module)
+            return loader(*args, **kwargs)
+        return load
+
+    def load(self, tensors: Iterable[tuple[str, object]]) -> int:
+        """Copy checkpoint-format tensors into the model, then re-dispatch the packed layers whose weight
+        was written (every load into a vLLM parameter goes through its `weight_loader`); their number."""
         import torch
         from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
 
+        self._written = set()
         with torch.no_grad():
             self.model.load_weights(iter(tensors))
-        for m in self.packed:
+        written = [m for m in self.packed if m in self._written or m in self._always]
+        for m in written:
             dispatch_cpu_unquantized_gemm(m, remove_weight=False)
+        return len(written)
 
     def undo(self) -> None:
         """Give the packed layers their empty parameters back (vLLM's reload expects them)."""
         for m, empty in self._emptied.items():
             del m.weight
             m.register_parameter("weight", empty)
-        self._emptied = {}
+        for m, loader in self._wrapped.items():
+            m.weight.weight_loader = loader
+        self._emptied, self._wrapped = {}, {}
 
 
 def snapshot(model) -> dict:

@@ -23,6 +23,7 @@ class WeightSyncExtension:
     """Mixed into vLLM's worker class; one RPC applies a whole push."""
 
     _medpo_inplace = None  # InplaceReload once verified; False once it failed verification
+    _medpo_loaded: frozenset = frozenset()  # names some earlier push loaded (their values now serve)
 
     def medpo_load_weights(self, transport: str, buckets: list) -> dict:
         """Decode every bucket, check values, then load; returns {"error": ...} instead of raising.
@@ -32,6 +33,8 @@ class WeightSyncExtension:
         (on CPU vLLM packs Linear weights and leaves empty parameters behind; its layer-wise reload
         re-materializes them, maps HF names and packs again), and then verifies the faster copy path
         (inplace_reload.py) on the same tensors; later pushes take that path if it matched exactly.
+        On that path, tensors a bucket marks frozen (never trained) that an earlier push loaded are
+        skipped: nothing to copy, and their layers keep their packed kernels.
         """
 
         from medpo_ray.rollout.weight_sync.object_store import load_bucket
@@ -41,20 +44,25 @@ class WeightSyncExtension:
             tensors = [item for b in buckets for item in load_bucket(b)]
         except Exception as e:  # corrupt bucket: the message goes back to the caller, nothing applied
             return {"error": f"cannot decode weight buckets ({transport}): {e}"}
+        pushed = len(tensors)
+        if self._medpo_inplace:
+            frozen = frozenset().union(*(getattr(b, "frozen", ()) for b in buckets)) & self._medpo_loaded
+            tensors = [(n, t) for n, t in tensors if n not in frozen]
         bad = [n for n, t in tensors if t.is_floating_point() and not _all_finite(t)]
         if bad:
             return {"error": f"non-finite values in {len(bad)} tensor(s): {', '.join(bad[:4])}"}
         t1 = time.perf_counter()
         if self._medpo_inplace:
-            self._medpo_inplace.load(tensors)
+            repacked = self._medpo_inplace.load(tensors)
             path = "inplace"
         else:
             self.reload_weights(weights_iterator=tensors, is_checkpoint_format=True)
-            path = "layerwise"
+            repacked, path = None, "layerwise"  # every layer
             if self._medpo_inplace is None:
                 self._medpo_verify_inplace(tensors)
-        return {"tensors": len(tensors), "decode_s": t1 - t0, "reload_s": time.perf_counter() - t1,
-                "reload_path": path}
+        self._medpo_loaded = self._medpo_loaded | {n for n, _ in tensors}
+        return {"tensors": pushed, "skipped_frozen": pushed - len(tensors), "decode_s": t1 - t0,
+                "reload_s": time.perf_counter() - t1, "reload_path": path, "layers_repacked": repacked}
 
     def _medpo_verify_inplace(self, tensors: list) -> None:
         """Load the push just applied again by copy; keep that path only if every tensor came out equal."""

@@ -23,7 +23,7 @@ from medpo_ray.training.ds_config import build_ds_config, reference_ds_config
 from medpo_ray.training.errors import TrainBatchError
 from medpo_ray.training.finetune import is_lora, prepare_policy
 from medpo_ray.training.optim import build_optimizer, build_scheduler
-from medpo_ray.training.weights import full_state_dict, merged_state_dict
+from medpo_ray.training.weights import frozen_names, full_state_dict, merged_state_dict
 
 _COUNTS = ("pairs", "skipped_pairs")
 
@@ -195,6 +195,10 @@ class Learner:
         if is_lora(self.engine.module):
             return merged_state_dict(self.engine.module, self.zero3, keep=keep)
         return full_state_dict(self.engine.module, self.zero3, keep=keep, views=True)
+
+    def frozen_export_names(self) -> frozenset[str]:
+        """Names in `export_weights` whose values training never changes (see weights.frozen_names)."""
+        return frozen_names(self.engine.module)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """This rank's view of every policy tensor (gathered under ZeRO-3): for checks across ranks."""

@@ -93,6 +93,29 @@ def merged_state_dict(module, zero3: bool, keep: bool = True) -> dict[str, torch
     return out
 
 
+def frozen_names(module) -> frozenset[str]:
+    """Names, as the export functions above write them, of the tensors training never changes: parameters
+    that do not require grad (the frozen vision tower) and persistent buffers. Under LoRA a base Linear's
+    exported weight carries its adapter's delta, so only the weights of LoRA-wrapped layers change."""
+    from peft.tuners.lora import LoraLayer
+
+    lora_paths = [n for n, m in module.named_modules() if isinstance(m, LoraLayer)]
+    frozen = set()
+    for mod_name, mod in module.named_modules():
+        if any(mod_name.startswith(p + ".") for p in lora_paths):
+            continue
+        base = mod_name.removeprefix(_PEFT_PREFIX.rstrip(".")).removeprefix(".") if lora_paths else mod_name
+        prefix = f"{base}." if base else ""
+        if isinstance(mod, LoraLayer):
+            layer = mod.get_base_layer()
+            if layer.bias is not None and not layer.bias.requires_grad:
+                frozen.add(prefix + "bias")
+            continue
+        frozen.update(prefix + n for n, p in mod.named_parameters(recurse=False) if not p.requires_grad)
+        frozen.update(prefix + n for n, _ in _persistent_buffers(mod))
+    return frozenset(frozen)
+
+
 def load_into(module, tensors: dict[str, torch.Tensor], zero3: bool, names: list[str] | None = None) -> list[str]:
     """Copy `tensors` (module-named, full shapes) into the module's parameters; the names not found.
 

@@ -145,3 +145,30 @@ def test_refused_push_leaves_the_old_weights_serving(actor, group, learner):
     assert ray.get(actor.policy_version.remote()) == version
     assert [r.token_ids for r in still.rollouts] == [r.token_ids for r in serving.rollouts]
     assert [r.logprobs for r in still.rollouts] == [r.logprobs for r in serving.rollouts]
+
+
+def test_frozen_tensors_the_engine_already_holds_are_skipped(actor, group, learner):
+    from medpo_ray.rollout.logprob_check import logprob_mismatch
+
+    model, processor = learner
+    sync = ObjectStoreSync(group)
+    version = ray.get(actor.policy_version.remote())
+    named = dict(model.named_parameters())
+    vision = {n for n in named if n.startswith("model.visual.")}
+    # A fresh engine (or one on vLLM's layer-wise reload) loads every tensor whatever the marks say.
+    sync.sync(named.items(), version=version + 1)
+    with torch.no_grad():
+        for n, p in named.items():
+            if n not in vision:
+                p.mul_(1.02)
+    # The marked-frozen tensors carry garbage here: an engine that holds them skips them, so what it
+    # serves must be the learner's model with its real vision tower, and its vision kernels stay packed.
+    garbage = {n: (p.detach() * 3.0 if n in vision else p) for n, p in named.items()}
+    stats = sync.sync(garbage.items(), version=version + 2, frozen=vision)
+    assert stats["reload_path"] == "inplace" and stats["skipped_frozen"] == len(vision)
+    served = generate(actor)
+    gap = logprob_mismatch(model, processor, served.rollouts, {q.item_id: q.image for q in REQUESTS},
+                           {q.item_id: q.prompt for q in REQUESTS})
+    assert gap["prompt_mismatches"] == 0 and gap["logprob_max_abs_diff"] < 1e-4
+    full = sync.sync(named.items(), version=version + 3)  # unmarked: every layer is written and re-packed
+    assert full["skipped_frozen"] == 0 and 0 < stats["layers_repacked"] < full["layers_repacked"]

@@ -23,10 +23,15 @@ _DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float
 
 @dataclass(frozen=True)
 class FlatBucket:
-    """`header[i]` = (name, safetensors dtype name, shape, byte offset) of a tensor in `data` (uint8)."""
+    """`header[i]` = (name, safetensors dtype name, shape, byte offset) of a tensor in `data` (uint8).
+
+    `frozen`: names whose values cannot change during the run (parameters the learner does not train):
+    an engine that already loaded one of them from an earlier push may skip it.
+    """
 
     header: tuple[tuple[str, str, tuple[int, ...], int], ...]
     data: np.ndarray
+    frozen: frozenset[str] = frozenset()
 
     def metas(self) -> dict[str, TensorMeta]:
         """name -> (dtype, shape); a name twice is an error."""
@@ -48,8 +53,9 @@ def _dtype_name(dtype) -> str:
         raise WeightSyncError(f"weight push: dtype {dtype} has no safetensors name") from None
 
 
-def pack_flat(named_tensors: Iterable[tuple[str, object]]) -> FlatBucket:
-    """Copy every tensor once into one aligned uint8 buffer (tied tensors are shipped under each name)."""
+def pack_flat(named_tensors: Iterable[tuple[str, object]], frozen: Iterable[str] = ()) -> FlatBucket:
+    """Copy every tensor once into one aligned uint8 buffer (tied tensors are shipped under each name);
+    `frozen` names the ones that never change (see FlatBucket)."""
     import torch
 
     tensors = [(name, t.detach()) for name, t in named_tensors]
@@ -63,7 +69,8 @@ def pack_flat(named_tensors: Iterable[tuple[str, object]]) -> FlatBucket:
         n = t.numel() * t.element_size()
         if n:
             flat[start:start + n].view(t.dtype).view(t.shape).copy_(t)  # strided sources too, one copy
-    return FlatBucket(tuple(header), data)
+    names = {name for name, _ in tensors}
+    return FlatBucket(tuple(header), data, frozenset(n for n in frozen if n in names))
 
 
 def unpack_flat(bucket: FlatBucket) -> list[tuple[str, object]]:

@@ -98,13 +98,14 @@ class ObjectStoreSync(WeightSync):
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         self.target, self.transport, self.bucket_bytes, self.shm_dir = target, transport, bucket_bytes, shm_dir
 
-    def sync(self, named_tensors: Iterable[tuple[str, object]], version: int) -> dict:
-        """Pack the tensors into buckets and apply them on the target as `version`."""
+    def sync(self, named_tensors: Iterable[tuple[str, object]], version: int, frozen: Iterable[str] = ()) -> dict:
+        """Pack the tensors into buckets and apply them on the target as `version`. `frozen` (flat only):
+        names that never change, which an engine that has loaded them once skips (FlatBucket)."""
         from safetensors.torch import save, save_file
 
         t0 = time.perf_counter()
         if self.transport == "flat":
-            bucket = pack_flat(named_tensors)
+            bucket = pack_flat(named_tensors, frozen=frozen)
             t_pack = time.perf_counter()
             stats = self.target.apply_push(WeightPush(version, "flat", (bucket,)))
             return {**stats, "buckets": 1, "bytes": int(bucket.data.nbytes), "pack_s": t_pack - t0,

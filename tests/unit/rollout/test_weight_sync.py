@@ -135,7 +135,8 @@ def test_flat_bucket_round_trips_every_dtype_as_views_of_one_buffer():
     w = torch.randn(5, 3)
     items = [("w", w), ("tied", w), ("half", torch.randn(7, dtype=torch.bfloat16)),
              ("scalar", torch.tensor(2.5)), ("empty", torch.zeros(0, 4)), ("strided", torch.randn(4, 6)[:, ::2])]
-    bucket = pack_flat(items)
+    bucket = pack_flat(items, frozen=["half", "not-in-the-push"])
+    assert bucket.frozen == {"half"}  # only names the bucket holds can be skipped by an engine
     assert bucket.metas() == {"w": ("F32", (5, 3)), "tied": ("F32", (5, 3)), "half": ("BF16", (7,)),
                               "scalar": ("F32", ()), "empty": ("F32", (0, 4)), "strided": ("F32", (4, 3))}
     back = unpack_flat(bucket)

@@ -70,3 +70,21 @@ def test_full_state_dict_and_load_into_roundtrip(tiny_model_dir):
     live = dict(model.named_parameters())
     assert all(views[k].data_ptr() == p.data_ptr() for k, p in live.items())
     assert full_state_dict(model, zero3=False, views=True, keep=False) == {}
+
+
+def test_frozen_names_are_what_training_cannot_change_in_the_export(tiny_model_dir):
+    from medpo_ray.training.weights import frozen_names
+
+    full = prepare_policy(load_policy(tiny_model_dir), TrainConfig(finetune="full"))
+    frozen = frozen_names(full)
+    exported = full_state_dict(full, zero3=False)
+    vision = {n for n in exported if n.startswith("model.visual.")}
+    assert frozen == vision and frozen <= exported.keys()
+    assert frozen_names(prepare_policy(load_policy(tiny_model_dir), TrainConfig(finetune="full", train_vision=True))) \
+        == frozenset()
+    # LoRA: only the merged weights of adapted layers change; everything else in the export is frozen.
+    lora = prepare_policy(load_policy(tiny_model_dir), TrainConfig(finetune="lora", lora_r=4, lora_targets=["q_proj"]))
+    merged = merged_state_dict(lora, zero3=False)
+    changing = merged.keys() - frozen_names(lora)
+    assert frozen_names(lora) <= merged.keys()
+    assert changing == {n for n in merged if n.endswith("self_attn.q_proj.weight")}
