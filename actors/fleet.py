@@ -58,8 +58,22 @@ class Fleet:
         except BaseException:
             self._kill_stages()
             raise
+        self.shared_weights = self._shared_weights(r.weight_transport)
         self.weights_ref: ray.ObjectRef | None = None
         self.version = 0
+
+    def _shared_weights(self, mode: str) -> bool:
+        """Whether syncs go through rank 0's /dev/shm buffer (every engine on its node) or the object store."""
+        if mode == "object_store":
+            return False
+        home = self.learners.node_of_rank0()
+        away = sum(n != home for n in ray.get([a.node_id.remote() for a in self.rollout_actors]))
+        if away and mode == "shared_memory":
+            self.shutdown()
+            raise MedpoError(f"rollout.weight_transport=shared_memory: {away} of {len(self.rollout_actors)} "
+                             "rollout engine(s) run on another node than the learners' rank 0; use auto or "
+                             "object_store")
+        return not away
 
     def _started(self, what: str, refs: list, model_dir: str) -> None:
         """Wait for actors to be constructed; a failed constructor becomes one clear error, not a traceback."""
@@ -77,12 +91,13 @@ class Fleet:
             pool.ledger = ledger
 
     def sync_weights(self, version: int) -> dict:
-        """Export the learner's weights once (object store) and load them into every engine.
+        """Export the learner's weights once (rank 0's shared-memory buffer, or the object store) and load
+        them into every engine.
 
         The engines get the weights' ref before the export finishes: Ray starts each load as soon as the
         buffer exists, without a round trip through this process in between.
         """
-        self.weights_ref, summaries = self.learners.start_export()
+        self.weights_ref, summaries = self.learners.start_export(shared=self.shared_weights)
         refs = [a.sync_from.remote(self.weights_ref, version) for a in self.rollout_actors]
         summary = self.learners.finish_export(summaries)  # a failed export raises LearnerFailed here
         self.version = version

@@ -9,6 +9,7 @@ stopping the whole group: its other ranks would otherwise wait in a collective f
 from __future__ import annotations
 
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from medpo_ray.config import LossConfig, TrainConfig
 from medpo_ray.errors import MedpoError
-from medpo_ray.rollout.weight_sync.flat import FlatBucket, pack_flat
+from medpo_ray.rollout.weight_sync.flat import FlatBucket, flat_layout, pack_flat
+from medpo_ray.rollout.weight_sync.shared_buffer import PREFIX, SharedWeights, SharedWeightsWriter, shm_room
 from medpo_ray.training.dist import DistEnv, free_port
 from medpo_ray.training.errors import LearnerFailed, TrainBatchError
 from medpo_ray.training.reduce import reduce_metrics
@@ -33,6 +35,7 @@ class LearnerRank:
         self.rank = rank
         self.learner = None
         self._frozen = None  # names the export marks frozen, computed on the first export
+        self._shared: SharedWeightsWriter | None = None  # rank 0's shared-memory weight buffer, if used
 
     def node(self) -> dict:
         """This actor's node id and address, for rank placement and the rendezvous address."""
@@ -86,15 +89,28 @@ class LearnerRank:
         prompts = {r.record_id: r.prompt for r in records if r.record_id in wanted}
         return self.learner.logprob_gap(rollouts, images, prompts)
 
-    def export_weights(self) -> tuple[dict, FlatBucket]:
-        """(summary, weights packed in one flat buffer that engines read zero-copy from the object store);
-        the summary is small, so the group can check for errors without fetching the weights."""
+    def export_weights(self, shared_tag: str | None = None) -> tuple[dict, FlatBucket | SharedWeights]:
+        """(summary, weights): packed in one flat buffer that engines read zero-copy from the object store,
+        or, given `shared_tag` (engines on this node), written into this rank's /dev/shm buffer and
+        described by a small SharedWeights; the object store is the fallback when /dev/shm has no room.
+        The summary is small, so the group can check for errors without fetching the weights."""
         tensors = self.learner.export_weights()
         if self._frozen is None:
             self._frozen = self.learner.frozen_export_names()
-        bucket = pack_flat(tensors.items(), frozen=self._frozen)
-        return {"tensors": len(tensors), "bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
-                "step": self.learner.step}, bucket
+        summary = {"tensors": len(tensors), "bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
+                   "step": self.learner.step, "transport": "object_store"}
+        if shared_tag is not None and tensors:
+            if self._shared is None and shm_room(flat_layout(list(tensors.items()))[1]):
+                self._shared = SharedWeightsWriter(tag=shared_tag)
+            if self._shared is not None:
+                return {**summary, "transport": "shared_memory"}, self._shared.write(tensors.items(), self._frozen)
+        return summary, pack_flat(tensors.items(), frozen=self._frozen)
+
+    def close_shared_weights(self) -> None:
+        """Delete the shared-memory weight buffer (engines keep their mappings until they drop them)."""
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
 
     def state_dict(self) -> dict:
         """Learner.state_dict (this rank's view of every policy tensor)."""
@@ -115,6 +131,7 @@ class LearnerGroup:
     def __init__(self, model_dir: str | Path, train: TrainConfig, loss: LossConfig, *, seed: int = 0,
                  max_length: int | None = None, setup_timeout_s: float = 600.0):
         self.train, self.n = train, train.num_learners
+        self.shared_tag = uuid.uuid4().hex[:12]  # names rank 0's /dev/shm weight buffer
         self.timeout_s = train.deadline_s("learner")
         bundle = {"CPU": train.cpus_per_rank} | ({"GPU": train.gpus_per_rank} if train.gpus_per_rank else {})
         self.pg = placement_group([bundle] * self.n, strategy=train.placement_strategy)
@@ -214,12 +231,19 @@ class LearnerGroup:
         every rank scores the same rows (a collective under ZeRO-3); rank 0's figures."""
         return self._all("logprob_gap", rollout_ref, records_ref, version, max_rows)[0]
 
-    def start_export(self) -> tuple[ray.ObjectRef, list]:
-        """Every rank exports (a collective under ZeRO-3); returns (ObjectRef of rank 0's weights as a
-        FlatBucket under HF names, the ranks' summary refs for `finish_export`) without waiting, so a
-        caller can hand the weights ref on to the engines before it is ready."""
-        pairs = [r.export_weights.options(num_returns=2).remote() for r in self.ranks]
+    def start_export(self, shared: bool = False) -> tuple[ray.ObjectRef, list]:
+        """Every rank exports (a collective under ZeRO-3); returns (ObjectRef of rank 0's weights under HF
+        names: a FlatBucket, or with `shared` a SharedWeights descriptor of its /dev/shm buffer; the ranks'
+        summary refs for `finish_export`) without waiting, so a caller can hand the weights ref on to the
+        engines before it is ready."""
+        tag = self.shared_tag if shared else None
+        pairs = [r.export_weights.options(num_returns=2).remote(tag if i == 0 else None)
+                 for i, r in enumerate(self.ranks)]
         return pairs[0][1], [s for s, _ in pairs]
+
+    def node_of_rank0(self) -> str:
+        """Ray node id of rank 0 (where a shared-memory weight buffer lives)."""
+        return self._one(0, "node")["node_id"]
 
     def finish_export(self, summary_refs: list) -> dict:
         """Wait for the export (a rank that failed stops the group: LearnerFailed); rank 0's summary."""
@@ -244,6 +268,11 @@ class LearnerGroup:
 
     def shutdown(self) -> None:
         """Stop every rank and free the placement group (safe to call twice)."""
+        if self.ranks:
+            try:  # rank 0 deletes its shared-memory weight buffer, wherever it runs
+                ray.get(self.ranks[0].close_shared_weights.remote(), timeout=10)
+            except Exception:  # a dead or hung rank: the glob below still cleans this node
+                pass
         for r in self.ranks:
             ray.kill(r, no_restart=True)
         self.ranks = []
@@ -254,3 +283,4 @@ class LearnerGroup:
         # they pile up over runs (13.8 GB seen). Remove this group's files on this node.
         for f in Path("/dev/shm").glob(getattr(self, "_shm_glob", "") or "-"):
             f.unlink(missing_ok=True)
+        Path("/dev/shm", f"{PREFIX}{self.shared_tag}.bin").unlink(missing_ok=True)

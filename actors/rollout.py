@@ -11,6 +11,7 @@ from actors import metrics
 from medpo_ray.rollout.engine import GenerateResult, RolloutEngine, RolloutRequest, SamplingSpec
 from medpo_ray.rollout.weight_sync.base import WeightManifest, WeightPush
 from medpo_ray.rollout.weight_sync.flat import FlatBucket
+from medpo_ray.rollout.weight_sync.shared_buffer import SharedWeights, SharedWeightsReader
 
 # OpenMP workers that spin while waiting slow down ~10x when the learners or other actors want the same
 # cores (measured on 2 shared cores); sleeping waiters keep rollout steady. Read at process start.
@@ -23,6 +24,7 @@ class RolloutActor:
 
     def __init__(self, model_dir: str, **engine_kwargs):
         self.engine = RolloutEngine(model_dir, **engine_kwargs)
+        self._shared = SharedWeightsReader()
 
     def generate(self, requests: list[RolloutRequest], spec: SamplingSpec = SamplingSpec()) -> GenerateResult:
         """Decode requests (see RolloutEngine.generate)."""
@@ -45,11 +47,19 @@ class RolloutActor:
                 "bad": {b.record_id: f"{b.field}: {b.reason}" for b in result.bad}}
         return meta, result
 
-    def sync_from(self, weights: FlatBucket, version: int) -> dict:
-        """Load the learner's exported weights (a zero-copy view of the object store) as `version`."""
+    def sync_from(self, weights: FlatBucket | SharedWeights, version: int) -> dict:
+        """Load the learner's exported weights as `version`: a zero-copy view of the object store, or of
+        rank 0's shared-memory buffer on this node (checked not to have been rewritten while loading)."""
         t0 = time.perf_counter()
-        stats = self.engine.apply_push(WeightPush(version, "flat", (weights,)))
-        return {**stats, "buckets": 1, "bytes": int(weights.data.nbytes), "sync_s": time.perf_counter() - t0}
+        bucket = self._shared.open(weights) if isinstance(weights, SharedWeights) else weights
+        stats = self.engine.apply_push(WeightPush(version, "flat", (bucket,)))
+        if isinstance(weights, SharedWeights):
+            self._shared.check(weights)
+        return {**stats, "buckets": 1, "bytes": int(bucket.data.nbytes), "sync_s": time.perf_counter() - t0}
+
+    def node_id(self) -> str:
+        """Ray node id of this actor (shared-memory weight sync needs the learner's rank 0 here)."""
+        return ray.get_runtime_context().get_node_id()
 
     def policy_version(self) -> int:
         """Version of the weights now serving."""

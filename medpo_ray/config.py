@@ -104,6 +104,10 @@ class RolloutConfig(_Section):
     max_tokens: int = Field(96, ge=1, le=8192)
     seed: int = Field(0, ge=0)
     kv_cache_gib: float = Field(1.0, gt=0)
+    # How weights reach the engines after a step: "shared_memory" (rank 0 rewrites one /dev/shm buffer the
+    # engines keep mapped; every engine on rank 0's node), "object_store" (any placement), or "auto"
+    # (shared memory when every engine is on rank 0's node and /dev/shm has room, else the object store).
+    weight_transport: Literal["auto", "shared_memory", "object_store"] = "auto"
     cpus_per_engine: float = Field(1.0, ge=0)
     gpus_per_engine: float = Field(0.0, ge=0)
 

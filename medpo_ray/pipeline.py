@@ -355,6 +355,7 @@ def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> 
     finally:
         fleet.shutdown()
     summary = {"steps": driver.step, "seconds": round(time.monotonic() - t0, 1), **driver.ledger.summary(),
-               "checkpoint": str(driver.last_checkpoint)}
+               "checkpoint": str(driver.last_checkpoint),
+               "weight_transport": "shared_memory" if fleet.shared_weights else "object_store"}
     (driver.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -88,12 +88,16 @@ def test_the_engines_serve_exactly_the_weights_the_learner_trains_from(pipeline_
     gaps = [s["logprob_mismatch"] for s in steps]
     print("vLLM vs learner log-prob gap per step:", gaps)
     assert max(gaps) < 1e-4
+    assert uninterrupted["weight_transport"] == "shared_memory"  # auto, all on one node
+    assert not list(Path("/dev/shm").glob("medpo-weights-*"))  # the group deleted its buffer at shutdown
     assert all(s["pairs"] == BATCH and s["staleness_max"] == 0 for s in steps)  # strict: on-policy
 
 
 def test_bounded_async_trains_every_step_on_samples_at_most_one_version_old(pipeline_setup, pipeline_ray):
-    summary = _train(pipeline_setup, "async", train={"max_staleness": 1})
+    # The weights go through the object store here (the transport for engines on other nodes).
+    summary = _train(pipeline_setup, "async", train={"max_staleness": 1}, rollout={"weight_transport": "object_store"})
     assert summary["steps"] == STEPS and summary["trained"] == STEPS * BATCH and summary["lost"] == 0
+    assert summary["weight_transport"] == "object_store"
     steps = _steps(Path(pipeline_setup.recipe("async")["run"]["out_dir"]))
     assert [s["pairs"] for s in steps] == [BATCH] * STEPS
     assert all(s["staleness_max"] <= 1 for s in steps)

@@ -53,24 +53,35 @@ def _dtype_name(dtype) -> str:
         raise WeightSyncError(f"weight push: dtype {dtype} has no safetensors name") from None
 
 
-def pack_flat(named_tensors: Iterable[tuple[str, object]], frozen: Iterable[str] = ()) -> FlatBucket:
-    """Copy every tensor once into one aligned uint8 buffer (tied tensors are shipped under each name);
-    `frozen` names the ones that never change (see FlatBucket)."""
-    import torch
-
-    tensors = [(name, t.detach()) for name, t in named_tensors]
+def flat_layout(tensors: list[tuple[str, object]]) -> tuple[tuple, int]:
+    """(header, buffer bytes) of packing `tensors` (name, tensor) in this order."""
     header, offset = [], 0
     for name, t in tensors:
         header.append((name, _dtype_name(t.dtype), tuple(t.shape), offset))
         offset += -(-t.numel() * t.element_size() // _ALIGN) * _ALIGN
-    data = np.empty(offset, dtype=np.uint8)
-    flat = torch.from_numpy(data)
+    return tuple(header), offset
+
+
+def pack_flat(named_tensors: Iterable[tuple[str, object]], frozen: Iterable[str] = (),
+              out: np.ndarray | None = None) -> FlatBucket:
+    """Copy every tensor once into one aligned uint8 buffer (tied tensors are shipped under each name);
+    `frozen` names the ones that never change (see FlatBucket). `out`: a uint8 buffer of exactly the
+    layout's size to pack into (a shared-memory mapping) instead of a new array."""
+    import torch
+
+    tensors = [(name, t.detach()) for name, t in named_tensors]
+    header, nbytes = flat_layout(tensors)
+    if out is None:
+        out = np.empty(nbytes, dtype=np.uint8)
+    elif out.nbytes != nbytes:
+        raise WeightSyncError(f"weight push: the target buffer holds {out.nbytes} bytes, the tensors need {nbytes}")
+    flat = torch.from_numpy(out)
     for (_, _, _, start), (_, t) in zip(header, tensors, strict=True):
         n = t.numel() * t.element_size()
         if n:
             flat[start:start + n].view(t.dtype).view(t.shape).copy_(t)  # strided sources too, one copy
     names = {name for name, _ in tensors}
-    return FlatBucket(tuple(header), data, frozenset(n for n in frozen if n in names))
+    return FlatBucket(header, out, frozenset(n for n in frozen if n in names))
 
 
 def unpack_flat(bucket: FlatBucket) -> list[tuple[str, object]]:
