@@ -5,6 +5,13 @@ usage: python bench/rollout.py [--preset small] [--seqs 16] [--tokens 64] [--dty
 The last printed line is one JSON object (keys: vllm_tokens_per_s, hf_tokens_per_s, vllm_vs_hf_ratio,
 rollout_mfu, weight_sync_s, logprob_max_abs_diff, ...). Timings are wall clock on whatever else the
 machine is doing: compare runs taken under the same load.
+
+vllm/hf tokens/s: end to end (prefill included, cold caches) at --seqs x --tokens, best of a few runs.
+rollout_mfu: model FLOP/s of the decode phase (2 x decode parameters x decode tokens/s) over the dense
+matmul peak measured here (the higher of a measure before the runs and one right after the
+decode phase), at --mfu-seqs x --tokens; the decode phase is the full run minus a run that
+only prefills and samples the first token. The end-to-end figures at --seqs (prefill time counted, its
+FLOPs not) are in the JSON too (vllm_mfu_end_to_end, hf_mfu_end_to_end).
 """
 from __future__ import annotations
 
@@ -61,6 +68,34 @@ def decode_params(model) -> int:
         + model.lm_head.weight.numel()
 
 
+def fresh(engine) -> None:
+    """Every timed vLLM run starts cold: no KV blocks or vision-encoder outputs kept from the run before
+    (transformers keeps nothing across `generate` calls either)."""
+    engine.llm.reset_prefix_cache()
+    engine.llm.llm_engine.reset_encoder_cache()
+
+
+def vllm_run_s(engine, reqs, tokens: int, reps: int) -> float:
+    """Best wall seconds of `reps` cold runs decoding exactly `tokens` tokens per request."""
+    from medpo_ray.rollout.engine import SamplingSpec
+
+    best = float("inf")
+    for _ in range(reps):
+        fresh(engine)
+        res = engine.generate(reqs, SamplingSpec(max_tokens=tokens, ignore_eos=True))
+        assert res.completion_tokens == len(reqs) * tokens, res.bad
+        best = min(best, res.seconds)
+    return best
+
+
+def decode_tokens_per_s(engine, reqs, tokens: int, reps: int = 2) -> tuple[float, float, float]:
+    """(tokens/s of the decode phase alone, seconds of a 1-token run, seconds of a `tokens` run): the
+    tokens after the first over what the full run takes beyond a run that only prefills (prompt and
+    image) and samples the first token, on the same requests."""
+    first, full = vllm_run_s(engine, reqs, 1, reps), vllm_run_s(engine, reqs, tokens, reps)
+    return len(reqs) * (tokens - 1) / (full - first), first, full
+
+
 def hf_generate_s(model, processor, imgs, prompt: str, tokens: int) -> float:
     """Seconds for transformers to greedily decode `tokens` tokens for every image in one batch."""
     import torch
@@ -114,6 +149,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="existing model directory instead of building the preset")
     ap.add_argument("--seqs", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--mfu-seqs", type=int, default=256,
+                    help="sequences decoded together for rollout_mfu (default 256: an RL rollout batch)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--eager", action="store_true",
                     help="run vLLM eagerly (as the tests do) instead of torch.compile'd (30-45 s more start-up "
@@ -138,24 +175,27 @@ def main() -> None:
         reqs = [RolloutRequest(f"b{i}", b, prompt) for i, b in enumerate(imgs)]
         spec = SamplingSpec(max_tokens=args.tokens, ignore_eos=True)
         engine.generate(reqs[:2], SamplingSpec(max_tokens=4))  # first call compiles the sampler
-        runs = []
-        for rep in range(3):
-            res = engine.generate(reqs, spec)
-            assert res.completion_tokens == args.seqs * args.tokens, res.bad
-            runs.append(res.seconds)
-            log(f"vLLM run {rep}: {res.completion_tokens / res.seconds:.0f} tokens/s")
-        vllm_tps = args.seqs * args.tokens / min(runs)
-
         hf = load_policy(model_dir, args.dtype)
         processor = load_processor(model_dir)
         hf_generate_s(hf, processor, imgs[:2], prompt, 4)  # warm-up
-        hf_runs = []
-        for rep in range(2):
+        # Alternated, best of each: a slow spell of the shared machine then hits both sides alike.
+        runs, hf_runs = [], []
+        for rep in range(3):
+            runs.append(vllm_run_s(engine, reqs, args.tokens, 1))
             hf_runs.append(hf_generate_s(hf, processor, imgs, prompt, args.tokens))
-            log(f"transformers run {rep}: {args.seqs * args.tokens / hf_runs[-1]:.0f} tokens/s")
+            log(f"run {rep}: vLLM {args.seqs * args.tokens / runs[-1]:.0f} tokens/s, transformers "
+                f"{args.seqs * args.tokens / hf_runs[-1]:.0f} tokens/s")
+        vllm_tps = args.seqs * args.tokens / min(runs)
         hf_tps = args.seqs * args.tokens / min(hf_runs)
+        res = engine.generate(reqs, spec)  # the rollouts the train-step proxy learns from
+        mfu_reqs = [RolloutRequest(f"m{i}", b, prompt) for i, b in enumerate(images(args.mfu_seqs))]
+        decode_tps, first_s, full_s = decode_tokens_per_s(engine, mfu_reqs, args.tokens)
+        log(f"vLLM decode phase at {args.mfu_seqs} x {args.tokens}: {decode_tps:.0f} tokens/s (1-token run "
+            f"{first_s:.2f} s, full run {full_s:.2f} s)")
+        # The peak again, right after: the higher of the two (the machine's speed drifts with others' load).
+        peak = max(peak, matmul_peak(dtype))
         n_decode = decode_params(hf)
-        mfu = 2 * n_decode * vllm_tps / peak
+        mfu = 2 * n_decode * decode_tps / peak
 
         step_train = train_step_s(hf, processor, res.rollouts, imgs, prompt)  # also moves the weights
         log(f"train-step proxy {step_train:.2f} s")
@@ -177,7 +217,9 @@ def main() -> None:
         "decode_parameters": n_decode,
         "vllm_tokens_per_s": round(vllm_tps, 1), "hf_tokens_per_s": round(hf_tps, 1),
         "vllm_vs_hf_ratio": round(vllm_tps / hf_tps, 3), "matmul_peak_gflops": round(peak / 1e9, 1),
-        "rollout_mfu": round(mfu, 3), "hf_mfu": round(2 * n_decode * hf_tps / peak, 3),
+        "rollout_mfu": round(mfu, 3), "mfu_seqs": args.mfu_seqs, "vllm_decode_tokens_per_s": round(decode_tps, 1),
+        "vllm_mfu_end_to_end": round(2 * n_decode * vllm_tps / peak, 3),
+        "hf_mfu_end_to_end": round(2 * n_decode * hf_tps / peak, 3),
         "weight_sync_s": round(weight_sync_s, 4), "weight_sync_share": round(weight_sync_s / step_s, 4),
         "demo_step_s": round(step_s, 3), "logprob_max_abs_diff": gap["logprob_max_abs_diff"],
         "logprob_prompt_mismatches": gap["prompt_mismatches"],
