@@ -1,6 +1,7 @@
 """CorruptionWorker: the corruption stage (x -> x~ per record) in a Ray actor."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import ray
@@ -21,12 +22,36 @@ class CorruptionWorker:
     ("field: reason"); payload is the list of CorruptedImage (PNG bytes + note).
     """
 
+    # Records prepared ahead whose pairs never came (rejected by the critic, dropped as stale) age out.
+    PREPARED_MAX = 1024
+
     def __init__(self, cfg: CorruptionConfig | None = None):
         self.cfg = cfg or CorruptionConfig()
+        self._prepared: OrderedDict = OrderedDict()  # record id -> CorruptedImage or BadRecord
+
+    def prepare(self, records: Sequence[Record]) -> int:
+        """Corrupt records ahead of their pairs: the driver asks for this beside the rollout of the same
+        records, on a core the rollout leaves idle, and `examples` takes the results from here (x~
+        depends on the record alone, seeded by its id). Returns how many are held."""
+        done, bad = corrupt_records(records, self.cfg)
+        for item in [*done, *bad]:
+            self._prepared[item.record_id] = item
+        while len(self._prepared) > self.PREPARED_MAX:
+            self._prepared.popitem(last=False)
+        return len(self._prepared)
+
+    def _corrupt(self, batch: Sequence[Record], control: bool) -> tuple[list, list]:
+        """(done, bad) for the batch, prepared results first (taken out of the cache), the rest now."""
+        ready = {} if control else {r.record_id: self._prepared.pop(r.record_id) for r in batch
+                                    if r.record_id in self._prepared}
+        done, bad = corrupt_records([r for r in batch if r.record_id not in ready], self.cfg, control=control)
+        for item in ready.values():
+            (done if isinstance(item, CorruptedImage) else bad).append(item)
+        return done, bad
 
     def corrupt(self, batch: Sequence[Record], control: bool = False) -> tuple[dict, list[CorruptedImage]]:
         """Corrupt a batch; control=True moves the region to a lesion-free place (evaluation)."""
-        done, bad = corrupt_records(batch, self.cfg, control=control)
+        done, bad = self._corrupt(batch, control)
         for c in done:
             metrics.inc("medpo_corruptions_total", mode=c.note["mode"], region=c.note["region"])
         for b in bad:

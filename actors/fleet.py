@@ -58,6 +58,8 @@ class Fleet:
         except BaseException:
             self._kill_stages()
             raise
+        self.prefetch = cfg.corruption.prefetch
+        self._prepared_calls = 0
         self.shared_weights = self._shared_weights(r.weight_transport)
         self.weights_ref: ray.ObjectRef | None = None
         self.version = 0
@@ -89,6 +91,14 @@ class Fleet:
         """Make every stage report to `ledger` (the driver's, possibly restored from a checkpoint)."""
         for pool in (self.rollout, self.editor, self.corruption):
             pool.ledger = ledger
+
+    def prepare_corruption(self, records_ref: ray.ObjectRef) -> None:
+        """Start x~ for records whose rollout was just submitted (corruption.prefetch), fire and forget: a
+        worker that died or got other records' pairs computes x~ in the corruption stage as before."""
+        if self.prefetch:
+            workers = self.corruption.actors
+            workers[self._prepared_calls % len(workers)].prepare.remote(records_ref)
+            self._prepared_calls += 1
 
     def sync_weights(self, version: int) -> dict:
         """Export the learner's weights once (rank 0's shared-memory buffer, or the object store) and load

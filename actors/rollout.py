@@ -3,13 +3,14 @@ uses to sync weights into a group of them."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import ray
 
 from actors import metrics
 from medpo_ray.rollout.engine import GenerateResult, RolloutEngine, RolloutRequest, SamplingSpec
-from medpo_ray.rollout.weight_sync.base import WeightManifest, WeightPush
+from medpo_ray.rollout.weight_sync.base import WeightManifest, WeightPush, WeightSyncError
 from medpo_ray.rollout.weight_sync.flat import FlatBucket
 from medpo_ray.rollout.weight_sync.shared_buffer import SharedWeights, SharedWeightsReader
 
@@ -54,7 +55,11 @@ class RolloutActor:
         bucket = self._shared.open(weights) if isinstance(weights, SharedWeights) else weights
         stats = self.engine.apply_push(WeightPush(version, "flat", (bucket,)))
         if isinstance(weights, SharedWeights):
-            self._shared.check(weights)
+            try:
+                self._shared.check(weights)
+            except WeightSyncError as e:  # it may now serve a mix of two versions: never let it answer
+                print(f"rollout engine: {e}; exiting so that Ray restarts it clean", file=sys.stderr, flush=True)
+                os._exit(1)
         return {**stats, "buckets": 1, "bytes": int(bucket.data.nbytes), "sync_s": time.perf_counter() - t0}
 
     def node_id(self) -> str:

@@ -146,6 +146,9 @@ class CorruptionConfig(_Section):
     # paper's report setting); "lesion": they are corrupted in their lesion region like VQA records.
     reports: Literal["lesion", "whole"] = "lesion"
     num_workers: int = Field(1, ge=1)
+    # Corrupt each record's image while it is being rolled out (x~ depends on the record alone), so the
+    # corruption stage after the critic only joins; a worker that lacks a prepared image computes it then.
+    prefetch: bool = True
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -140,6 +140,7 @@ class Driver:
             part_ref = ray.put(samples[i:i + chunk])  # the prompts enter the object store once
             self.where.update((k, (batch, part_ref)) for k in keys[i:i + chunk])
             self.fleet.rollout.submit(keys[i:i + chunk], part_ref)
+            self.fleet.prepare_corruption(part_ref)
         batch.issued += keys
         batch.pending += len(keys)
 

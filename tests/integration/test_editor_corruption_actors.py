@@ -64,6 +64,14 @@ def test_corruption_worker(local_ray, records):
     # Deterministic by record id: a second worker makes the same bytes.
     again = ray.get(CorruptionWorker.remote(cfg).corrupt.options(num_returns=2).remote(records)[1])
     assert [c.image for c in again] == [c.image for c in payload]
+    # Prepared ahead (beside the rollout): the same images and the same bad-record report, the cache
+    # drained as they are taken; a prepared bad record is still reported by name.
+    ahead = CorruptionWorker.remote(cfg)
+    assert ray.get(ahead.prepare.remote(records[:3] + bad[:1])) == 4
+    meta2, payload2 = ray.get(list(ahead.corrupt.options(num_returns=2).remote(records + bad)))
+    assert meta2["bad"] == meta["bad"] and meta2["notes"] == meta["notes"]
+    assert sorted((c.record_id, c.image) for c in payload2) == sorted((c.record_id, c.image) for c in payload)
+    assert ray.get(ahead.prepare.remote([])) == 0
 
 
 def test_span_editor(local_ray, records):

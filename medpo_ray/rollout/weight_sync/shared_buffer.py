@@ -7,8 +7,9 @@ tiny policy that is a third of a sync, and for a 100 MB policy the copy is ~95 m
 straight into the mapped file (the only copy) and the engine reads tensor views of its own mapping.
 
 The file starts with a 64-byte stamp: -1 while the writer is writing, then the number of that write. A reader
-checks the stamp before and after loading, so a buffer rewritten under it fails loudly instead of serving
-mixed weights (the driver never lets that happen: it exports only after every engine answered the sync).
+checks the stamp before loading (refused, nothing applied) and after (the rollout actor then exits, so
+Ray restarts it clean rather than let it serve a mix of two versions). The driver never lets that
+happen: it exports only after every engine answered the previous sync.
 """
 from __future__ import annotations
 
