@@ -9,7 +9,7 @@ four more full copies of the weights on that road (pickle, save, bytes(), load).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,17 +63,16 @@ def flat_layout(tensors: list[tuple[str, object]]) -> tuple[tuple, int]:
 
 
 def pack_flat(named_tensors: Iterable[tuple[str, object]], frozen: Iterable[str] = (),
-              out: np.ndarray | None = None) -> FlatBucket:
+              alloc: Callable[[int], np.ndarray] | None = None) -> FlatBucket:
     """Copy every tensor once into one aligned uint8 buffer (tied tensors are shipped under each name);
-    `frozen` names the ones that never change (see FlatBucket). `out`: a uint8 buffer of exactly the
-    layout's size to pack into (a shared-memory mapping) instead of a new array."""
+    `frozen` names the ones that never change (see FlatBucket). `alloc(nbytes)`: the uint8 buffer to
+    pack into (a shared-memory mapping) instead of a new array."""
     import torch
 
     tensors = [(name, t.detach()) for name, t in named_tensors]
     header, nbytes = flat_layout(tensors)
-    if out is None:
-        out = np.empty(nbytes, dtype=np.uint8)
-    elif out.nbytes != nbytes:
+    out = np.empty(nbytes, dtype=np.uint8) if alloc is None else alloc(nbytes)
+    if out.nbytes != nbytes:
         raise WeightSyncError(f"weight push: the target buffer holds {out.nbytes} bytes, the tensors need {nbytes}")
     flat = torch.from_numpy(out)
     for (_, _, _, start), (_, t) in zip(header, tensors, strict=True):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medpo_ray.rollout.weight_sync.base import WeightSyncError
-from medpo_ray.rollout.weight_sync.flat import FlatBucket, flat_layout, pack_flat
+from medpo_ray.rollout.weight_sync.flat import FlatBucket, pack_flat
 
 _STAMP = 64  # bytes before the data: int64 write number (-1 while writing), padded to keep the data aligned
 SHM_DIR = "/dev/shm"
@@ -58,28 +58,28 @@ class SharedWeightsWriter:
         self._size = 0
         self.seq = 0
 
-    def _ensure(self, nbytes: int) -> None:
-        if self._map is not None and self._size == nbytes:
-            return
-        self.close()
-        with open(self.path, "w+b") as f:
-            f.truncate(_STAMP + nbytes)
-            self._map = mmap.mmap(f.fileno(), _STAMP + nbytes)
-        self._size = nbytes
+    def _buffer(self, nbytes: int) -> np.ndarray:
+        """The data area for `nbytes` (the file re-created if the size changed), stamped as being written."""
+        if self._map is None or self._size != nbytes:
+            self.close()
+            with open(self.path, "w+b") as f:
+                f.truncate(_STAMP + nbytes)
+                self._map = mmap.mmap(f.fileno(), _STAMP + nbytes)
+            self._size = nbytes
+        self._stamp(-1)
+        return np.frombuffer(self._map, dtype=np.uint8, count=nbytes, offset=_STAMP)
+
+    def _stamp(self, value: int) -> None:
+        stamp = np.frombuffer(self._map, dtype=np.int64, count=1)
+        stamp[0] = value
+        del stamp  # no exported buffer may outlive the map (close() would fail)
 
     def write(self, named_tensors: Iterable[tuple[str, object]], frozen: Iterable[str] = ()) -> SharedWeights:
         """Pack the tensors into the file; the descriptor engines load them from."""
-        tensors = [(n, t.detach()) for n, t in named_tensors]
-        header, nbytes = flat_layout(tensors)
-        self._ensure(nbytes)
-        stamp = np.frombuffer(self._map, dtype=np.int64, count=1)
-        stamp[0] = -1
-        bucket = pack_flat(tensors, frozen=frozen,
-                           out=np.frombuffer(self._map, dtype=np.uint8, count=nbytes, offset=_STAMP))
+        bucket = pack_flat(named_tensors, frozen=frozen, alloc=self._buffer)
         self.seq += 1
-        stamp[0] = self.seq
-        del stamp  # no exported buffer may outlive the map (close() would fail)
-        return SharedWeights(self.path, nbytes, bucket.header, bucket.frozen, self.seq)
+        self._stamp(self.seq)
+        return SharedWeights(self.path, bucket.data.nbytes, bucket.header, bucket.frozen, self.seq)
 
     def close(self) -> None:
         """Unmap and delete the file (engines that mapped it keep their mapping until they drop it)."""

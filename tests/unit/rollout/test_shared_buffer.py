@@ -44,4 +44,4 @@ def test_pack_into_a_buffer_of_the_wrong_size_is_refused():
     from medpo_ray.rollout.weight_sync.flat import pack_flat
 
     with pytest.raises(WeightSyncError, match="target buffer holds 8 bytes, the tensors need 64"):
-        pack_flat([("a", torch.zeros(4))], out=np.zeros(8, np.uint8))
+        pack_flat([("a", torch.zeros(4))], alloc=lambda n: np.zeros(8, np.uint8))
