@@ -61,6 +61,8 @@ class Fleet:
         self.prefetch = cfg.corruption.prefetch
         self._prepared_calls = 0
         self.shared_weights = self._shared_weights(r.weight_transport)
+        # What the last sync used: rank 0 falls back to the object store when /dev/shm has no room.
+        self.weight_transport = "shared_memory" if self.shared_weights else "object_store"
         self.weights_ref: ray.ObjectRef | None = None
         self.version = 0
 
@@ -111,6 +113,7 @@ class Fleet:
         refs = [a.sync_from.remote(self.weights_ref, version) for a in self.rollout_actors]
         summary = self.learners.finish_export(summaries)  # a failed export raises LearnerFailed here
         self.version = version
+        self.weight_transport = summary["transport"]
         stats = []
         for actor, ref in zip(self.rollout_actors, refs, strict=True):
             try:

@@ -21,7 +21,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from medpo_ray.config import LossConfig, TrainConfig
 from medpo_ray.errors import MedpoError
-from medpo_ray.rollout.weight_sync.flat import FlatBucket, flat_layout, pack_flat
+from medpo_ray.rollout.weight_sync.flat import FlatBucket, pack_flat
 from medpo_ray.rollout.weight_sync.shared_buffer import PREFIX, SharedWeights, SharedWeightsWriter, shm_room
 from medpo_ray.training.dist import DistEnv, free_port
 from medpo_ray.training.errors import LearnerFailed, TrainBatchError
@@ -100,7 +100,7 @@ class LearnerRank:
         summary = {"tensors": len(tensors), "bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
                    "step": self.learner.step, "transport": "object_store"}
         if shared_tag is not None and tensors:
-            if self._shared is None and shm_room(flat_layout(list(tensors.items()))[1]):
+            if self._shared is None and shm_room(summary["bytes"]):  # (+ alignment: shm_room keeps 16 MB spare)
                 self._shared = SharedWeightsWriter(tag=shared_tag)
             if self._shared is not None:
                 return {**summary, "transport": "shared_memory"}, self._shared.write(tensors.items(), self._frozen)

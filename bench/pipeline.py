@@ -224,7 +224,7 @@ def run_ray(args, cfg_dict: dict, model_dir: str, records: dict) -> tuple[dict, 
         log(f"fleet up in {startup:.1f} s; training {cfg.train.steps} steps (max_staleness "
             f"{cfg.train.max_staleness}, {cfg.train.num_learners} learner(s))")
         history = driver.run()
-        transport = "shared_memory" if fleet.shared_weights else "object_store"
+        transport = fleet.weight_transport
         probe.bytes = probe.object_bytes()
         probe.issued = len(driver.ledger.issued)
     finally:

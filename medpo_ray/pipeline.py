@@ -357,6 +357,6 @@ def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> 
         fleet.shutdown()
     summary = {"steps": driver.step, "seconds": round(time.monotonic() - t0, 1), **driver.ledger.summary(),
                "checkpoint": str(driver.last_checkpoint),
-               "weight_transport": "shared_memory" if fleet.shared_weights else "object_store"}
+               "weight_transport": fleet.weight_transport}
     (driver.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
