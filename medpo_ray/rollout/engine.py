@@ -101,7 +101,7 @@ class RolloutEngine:
 
     def __init__(self, model_dir: str | Path, dtype: str = "float32", max_model_len: int = 512,
                  kv_cache_gib: float = 1.0, seed: int = 0, weight_transfer: str = "object_store",
-                 **engine_kwargs):
+                 unpacked_linear_bytes: int | None = None, **engine_kwargs):
         from vllm import LLM
 
         self.model_dir = check_model_dir(model_dir)
@@ -132,6 +132,8 @@ class RolloutEngine:
         # In-process on CPU the worker disables torch.set_num_threads for the whole process and warns on
         # every call; vLLM's own renderer calls it twice per image request, flooding the actor logs.
         logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
+        if unpacked_linear_bytes is not None:  # CPU weight pushes: see inplace_reload.UNPACKED_MAX_BYTES
+            self.llm.collective_rpc("medpo_configure", kwargs={"unpacked_max_bytes": unpacked_linear_bytes})
         self.policy_version = 0
 
     # ---------------------------------------------------------------- generation
@@ -212,7 +214,8 @@ class RolloutEngine:
 
     def _serve_new_weights(self, version: int) -> None:
         # Cached KV blocks and vision-encoder outputs were computed by the old weights.
-        self.llm.reset_prefix_cache()
+        if self.llm.llm_engine.vllm_config.cache_config.enable_prefix_caching:
+            self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()
         self.policy_version = version
 

@@ -24,6 +24,11 @@ class WeightSyncExtension:
 
     _medpo_inplace = None  # InplaceReload once verified; False once it failed verification
     _medpo_loaded: frozenset = frozenset()  # names some earlier push loaded (their values now serve)
+    _medpo_unpacked_max: int | None = None  # InplaceReload's threshold for unpacked layers (None: its default)
+
+    def medpo_configure(self, unpacked_max_bytes: int | None = None) -> None:
+        """Settings of the copy reload, before the first push (0 keeps every layer packed)."""
+        self._medpo_unpacked_max = unpacked_max_bytes
 
     def medpo_load_weights(self, transport: str, buckets: list) -> dict:
         """Decode every bucket, check values, then load; returns {"error": ...} instead of raising.
@@ -76,12 +81,14 @@ class WeightSyncExtension:
         model = self.model_runner.model
         before = snapshot(model)  # packed layers hold empty weights here: compared are all the others
         try:
-            fast = InplaceReload(model)
+            fast = InplaceReload(model) if self._medpo_unpacked_max is None else \
+                InplaceReload(model, unpacked_max_bytes=self._medpo_unpacked_max)
         except InplaceReloadUnavailable as e:
             log.info("weight pushes keep vLLM's layer-wise reload: %s", e)
             self._medpo_inplace = False
             return
-        fast.load(tensors)
+        fast.load(tensors)  # records each tensor's loader call
+        fast.load(tensors)  # makes them directly: the path later pushes take
         diff = differing(model, before)
         if diff:
             log.warning("in-place reload differs from vLLM's on %d tensor(s) (%s); keeping the layer-wise "

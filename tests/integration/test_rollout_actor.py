@@ -45,7 +45,9 @@ def actor(model_dir):
     from actors.rollout import RolloutActor
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    handle = RolloutActor.options(num_cpus=1).remote(str(model_dir), max_model_len=256)
+    # Every layer packed, as a model with bigger layers than the tiny one is served (the pipeline tests
+    # cover the tiny model's unpacked layers, checking vLLM's log-probs after every sync).
+    handle = RolloutActor.options(num_cpus=1).remote(str(model_dir), max_model_len=256, unpacked_linear_bytes=0)
     yield handle
     ray.shutdown()
 
