@@ -29,10 +29,12 @@ class CorruptionWorker:
         self.cfg = cfg or CorruptionConfig()
         self._prepared: OrderedDict = OrderedDict()  # record id -> CorruptedImage or BadRecord
 
-    def prepare(self, records: Sequence[Record]) -> int:
+    def prepare(self, records: Sequence[Record], *after) -> int:
         """Corrupt records ahead of their pairs: the driver asks for this beside the rollout of the same
         records, on a core the rollout leaves idle, and `examples` takes the results from here (x~
-        depends on the record alone, seeded by its id). Returns how many are held."""
+        depends on the record alone, seeded by its id). `after`: results Ray must have before it runs
+        this (the engines' weight loads, which would otherwise share their cores with it); unused.
+        Returns how many are held."""
         done, bad = corrupt_records(records, self.cfg)
         for item in [*done, *bad]:
             self._prepared[item.record_id] = item

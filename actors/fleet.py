@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from actors.corruption import CorruptionWorker
 from actors.learner import LearnerGroup
@@ -35,7 +35,7 @@ class Fleet:
         self.rollout_actors = [
             RolloutActor.options(num_cpus=r.cpus_per_engine, num_gpus=r.gpus_per_engine, **restartable)
             .remote(model_dir, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
-                    kv_cache_gib=r.kv_cache_gib, seed=r.seed)
+                    kv_cache_gib=r.kv_cache_gib, seed=r.seed, enable_prefix_caching=r.prefix_caching)
             for _ in range(r.num_engines)]
         editors = [SpanEditor.options(num_cpus=0.25, **restartable).remote(cfg.critic, None, model_dir)
                    for _ in range(cfg.critic.num_editors)]
@@ -64,6 +64,8 @@ class Fleet:
         # What the last sync used: rank 0 falls back to the object store when /dev/shm has no room.
         self.weight_transport = "shared_memory" if self.shared_weights else "object_store"
         self.weights_ref: ray.ObjectRef | None = None
+        self._export: list = []  # rank summaries of the export in flight
+        self._loads: list = []  # the engines' loads in flight
         self.version = 0
 
     def _shared_weights(self, mode: str) -> bool:
@@ -99,31 +101,62 @@ class Fleet:
         worker that died or got other records' pairs computes x~ in the corruption stage as before."""
         if self.prefetch:
             workers = self.corruption.actors
-            workers[self._prepared_calls % len(workers)].prepare.remote(records_ref)
+            # Not before the engines' weight loads: they are on the step's critical path, the prefetch is not.
+            workers[self._prepared_calls % len(workers)].prepare.remote(records_ref, *self._loads)
             self._prepared_calls += 1
 
-    def sync_weights(self, version: int) -> dict:
-        """Export the learner's weights once (rank 0's shared-memory buffer, or the object store) and load
-        them into every engine.
+    def train_step(self, items: list, version: int) -> dict:
+        """One learner step whose weights then go to every engine as policy `version`, all submitted at
+        once: rank 0 exports right after its optimizer step and each engine loads the export as soon as it
+        exists, with no round trip through this process in between. Returns the step's metrics; the loads
+        finish in the background (`finish_sync`). Ray runs an actor's calls from one caller in submission
+        order, so rollouts submitted after this run on the new weights without anyone waiting for them."""
+        if self._loads:
+            raise RuntimeError("Fleet.train_step: the previous weight sync was not finished (call finish_sync)")
+        train = self.learners.start_train(items)
+        self._start_sync(version)
+        return self.learners.finish_train(train)
 
-        The engines get the weights' ref before the export finishes: Ray starts each load as soon as the
-        buffer exists, without a round trip through this process in between.
-        """
-        self.weights_ref, summaries = self.learners.start_export(shared=self.shared_weights)
-        refs = [a.sync_from.remote(self.weights_ref, version) for a in self.rollout_actors]
-        summary = self.learners.finish_export(summaries)  # a failed export raises LearnerFailed here
+    def sync_weights(self, version: int) -> dict:
+        """Export the learner's current weights and load them into every engine as `version`; waits."""
+        if self._loads:
+            self.finish_sync()
+        self._start_sync(version)
+        return self.finish_sync()
+
+    def _start_sync(self, version: int) -> None:
+        # The engines get the weights' ref before the export finishes: Ray starts each load as soon as
+        # the buffer (or its shared-memory descriptor) exists.
+        self.weights_ref, self._export = self.learners.start_export(shared=self.shared_weights)
+        self._loads = [a.sync_from.remote(self.weights_ref, version) for a in self.rollout_actors]
         self.version = version
+
+    def finish_sync(self) -> dict | None:
+        """Wait until every engine serves the last exported weights (before rank 0 rewrites its buffer);
+        None if no sync is pending. Figures: rank 0's export summary, the last engine's load, `sync_s`, the
+        span from the learner's optimizer step to the last engine loaded, and `parts_s` of that span."""
+        if not self._loads:
+            return None
+        loads, self._loads = self._loads, []
+        summary = self.learners.finish_export(self._export)  # a failed export raises LearnerFailed here
         self.weight_transport = summary["transport"]
         stats = []
-        for actor, ref in zip(self.rollout_actors, refs, strict=True):
+        for actor, ref in zip(self.rollout_actors, loads, strict=True):
             try:
                 stats.append(ray.get(ref))
             except RayActorError:  # died during the push: Ray restarts it, and it loads the weights again
                 try:
-                    stats.append(ray.get(actor.sync_from.remote(self.weights_ref, version)))
+                    stats.append(ray.get(actor.sync_from.remote(self.weights_ref, self.version)))
                 except RayActorError as e:
-                    raise StageError("rollout", f"engine lost during weight sync to version {version}: {e}") from e
-        return {**summary, **max(stats, key=lambda s: s.get("apply_s", 0.0))}
+                    raise StageError("rollout", f"engine lost during weight sync to version {self.version}: {e}") from e
+            except RayTaskError as e:
+                raise StageError("rollout", str(e.cause if e.cause is not None else e)) from None
+        last = max(stats, key=lambda s: s["t_end"])
+        return {**summary, **last, "version": self.version, "sync_s": last["t_end"] - summary["t_from"],
+                # where the span went: queued behind the step, exporting, reaching the last engine, loading
+                "parts_s": {"to_export": summary["t_export"] - summary["t_from"], "export": summary["export_s"],
+                            "to_engine": last["t_start"] - summary["t_export"] - summary["export_s"],
+                            "engine": last["t_end"] - last["t_start"]}}
 
     def _resync(self, actor) -> None:
         # A restarted engine serves its initial weights: give it the current ones before new work.

@@ -36,6 +36,7 @@ class LearnerRank:
         self.learner = None
         self._frozen = None  # names the export marks frozen, computed on the first export
         self._shared: SharedWeightsWriter | None = None  # rank 0's shared-memory weight buffer, if used
+        self._trained_at: float | None = None  # epoch time the last optimizer step ended (weight-sync span)
 
     def node(self) -> dict:
         """This actor's node id and address, for rank placement and the rendezvous address."""
@@ -72,7 +73,10 @@ class LearnerRank:
 
     def train_step(self, items: list) -> dict:
         """Learner.train_step on this rank's share (TrainExamples or ObjectRefs of them)."""
-        return self.learner.train_step(self._resolve(items))
+        try:
+            return self.learner.train_step(self._resolve(items))
+        finally:
+            self._trained_at = time.time()
 
     def score(self, items: list) -> dict:
         """Learner.score on this rank's share."""
@@ -93,18 +97,24 @@ class LearnerRank:
         """(summary, weights): packed in one flat buffer that engines read zero-copy from the object store,
         or, given `shared_tag` (engines on this node), written into this rank's /dev/shm buffer and
         described by a small SharedWeights; the object store is the fallback when /dev/shm has no room.
-        The summary is small, so the group can check for errors without fetching the weights."""
+        The summary is small, so the group can check for errors without fetching the weights; its `t_from`
+        is when the weights became current (the last optimizer step's end, else this export's start)."""
+        t0 = time.time()
+        t_from, self._trained_at = self._trained_at or t0, None
         tensors = self.learner.export_weights()
         if self._frozen is None:
             self._frozen = self.learner.frozen_export_names()
         summary = {"tensors": len(tensors), "bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
-                   "step": self.learner.step, "transport": "object_store"}
+                   "step": self.learner.step, "transport": "object_store", "t_from": t_from,
+                   "t_export": t0}
         if shared_tag is not None and tensors:
             if self._shared is None and shm_room(summary["bytes"]):  # (+ alignment: shm_room keeps 16 MB spare)
                 self._shared = SharedWeightsWriter(tag=shared_tag)
             if self._shared is not None:
-                return {**summary, "transport": "shared_memory"}, self._shared.write(tensors.items(), self._frozen)
-        return summary, pack_flat(tensors.items(), frozen=self._frozen)
+                weights = self._shared.write(tensors.items(), self._frozen)
+                return {**summary, "transport": "shared_memory", "export_s": time.time() - t0}, weights
+        weights = pack_flat(tensors.items(), frozen=self._frozen)
+        return {**summary, "export_s": time.time() - t0}, weights
 
     def close_shared_weights(self) -> None:
         """Delete the shared-memory weight buffer (engines keep their mappings until they drop them)."""
@@ -213,10 +223,19 @@ class LearnerGroup:
         Rank i trains on the i-th contiguous 1/N of the batch; returns the step's metrics (see
         reduce_metrics) with `trained_ids` for the ledger and `bad` for the examples left out.
         """
+        return self.finish_train(self.start_train(items))
+
+    def start_train(self, items: Sequence) -> list[ray.ObjectRef]:
+        """Submit `train_step` without waiting: calls queued on the ranks after it (an export) run right
+        after the optimizer step, with no round trip through the caller."""
         if len(items) != self.train.batch_size:
             raise TrainBatchError(f"learner group: got {len(items)} examples, train.batch_size is "
                                   f"{self.train.batch_size}")
-        return reduce_metrics(self._each("train_step", self._shards(items)))
+        return [r.train_step.remote(*a) for r, a in zip(self.ranks, self._shards(items), strict=True)]
+
+    def finish_train(self, refs: list[ray.ObjectRef]) -> dict:
+        """The metrics of a step `start_train` submitted (a rank that failed stops the group: LearnerFailed)."""
+        return reduce_metrics(self._wait(refs))
 
     def score(self, items: Sequence) -> dict:
         """Sequence log-probs of y+ / y- for policy and reference (len(items) must divide by N)."""

@@ -26,6 +26,7 @@ class RolloutActor:
     def __init__(self, model_dir: str, **engine_kwargs):
         self.engine = RolloutEngine(model_dir, **engine_kwargs)
         self._shared = SharedWeightsReader()
+        self._load_error: str | None = None  # a failed weight load: this engine must not answer any more
 
     def generate(self, requests: list[RolloutRequest], spec: SamplingSpec = SamplingSpec()) -> GenerateResult:
         """Decode requests (see RolloutEngine.generate)."""
@@ -36,6 +37,8 @@ class RolloutActor:
 
         meta: {"tokens", "seconds", "policy_version", "bad": {id: "field: reason"}}; payload: the result.
         """
+        if self._load_error:  # the driver queues rollouts behind a load without waiting for it
+            raise WeightSyncError(self._load_error)
         result = self.engine.generate([RolloutRequest(r.record_id, r.image, r.prompt) for r in records], spec)
         tokens = result.completion_tokens
         metrics.inc("medpo_rollout_tokens_total", tokens)
@@ -50,17 +53,28 @@ class RolloutActor:
 
     def sync_from(self, weights: FlatBucket | SharedWeights, version: int) -> dict:
         """Load the learner's exported weights as `version`: a zero-copy view of the object store, or of
-        rank 0's shared-memory buffer on this node (checked not to have been rewritten while loading)."""
-        t0 = time.perf_counter()
-        bucket = self._shared.open(weights) if isinstance(weights, SharedWeights) else weights
-        stats = self.engine.apply_push(WeightPush(version, "flat", (bucket,)))
+        rank 0's shared-memory buffer on this node (checked not to have been rewritten while loading).
+        A load that fails leaves the engine refusing rollouts, naming the failure (it may hold a mix)."""
+        t0, t_start = time.perf_counter(), time.time()
+        if version == self.engine.policy_version and not self._load_error:
+            # Already served: a restarted engine that the stage pool re-synced before the fleet retried.
+            return {"policy_version": version, "apply_s": 0.0, "sync_s": 0.0, "t_start": t_start,
+                    "t_end": time.time(), "already": True}
+        try:
+            bucket = self._shared.open(weights) if isinstance(weights, SharedWeights) else weights
+            stats = self.engine.apply_push(WeightPush(version, "flat", (bucket,)))
+        except Exception as e:
+            self._load_error = f"rollout engine failed to load policy version {version}: {type(e).__name__}: {e}"
+            raise
         if isinstance(weights, SharedWeights):
             try:
                 self._shared.check(weights)
             except WeightSyncError as e:  # it may now serve a mix of two versions: never let it answer
                 print(f"rollout engine: {e}; exiting so that Ray restarts it clean", file=sys.stderr, flush=True)
                 os._exit(1)
-        return {**stats, "buckets": 1, "bytes": int(bucket.data.nbytes), "sync_s": time.perf_counter() - t0}
+        self._load_error = None
+        return {**stats, "buckets": 1, "bytes": int(bucket.data.nbytes), "sync_s": time.perf_counter() - t0,
+                "t_start": t_start, "t_end": time.time()}
 
     def node_id(self) -> str:
         """Ray node id of this actor (shared-memory weight sync needs the learner's rank 0 here)."""

@@ -13,7 +13,9 @@ Figures (the last printed line is one JSON object):
   the two alternated for --rounds rounds, each side's fastest round counting;
   ray_vs_sequential_ratio_same_compute puts the sequential loop's glue in place of the Ray step's
   plumbing (step time beyond its actors' execution, from Ray's timeline), immune to unequal load.
-- weight_sync_share: weight-sync seconds over the strict run's wall time (measured steps).
+- weight_sync_share: weight-sync seconds over the strict run's wall time (measured steps); a sync lasts from
+  the end of the learner's optimizer step (rank 0's clock) to the last engine having loaded its weights (the
+  engine's clock, same node), whether or not the driver is waiting for it.
 - queue_overhead_ms_per_record: the driver's stage plumbing (ray.put, StagePool submit, ray.wait, meta get,
   argument and payload transfer) per record, measured by running the three stages' StagePools over no-op
   actors that return the real payloads of the strict run (median chunk; the mean is in the JSON too).
@@ -113,13 +115,15 @@ class Probe:
         self.samples: dict[str, tuple] = {}  # kind -> (records, meta, ref) of its largest call
         self.ends: list[float] = []
         self.epoch_ends: list[float] = []  # the same instants in epoch seconds, for Ray's timeline
+        self.sync_parts: list[dict] = []  # per sync: export_s, apply_s (slowest engine), sync_s
         self.bytes: dict[str, int] = {}
         self.issued = 0
         for pool in (fleet.rollout, fleet.editor, fleet.corruption):
             pool.collect = self._collect(pool, pool.collect)
         fleet.rollout.submit = self._submit(fleet.rollout.submit)
-        fleet.learners.train_step = self._timed("learner", fleet.learners.train_step, lambda: driver.step)
-        driver._sync_weights = self._sync(driver._sync_weights)
+        fleet.train_step = self._timed("learner", fleet.train_step, lambda: driver.step)
+        fleet.finish_sync = self._sync(fleet.finish_sync)
+        driver._record = self._record(driver._record)
 
     def _add(self, step: int, key: str, seconds: float) -> None:
         d = self.stage_s.setdefault(step, {})
@@ -159,15 +163,25 @@ class Probe:
                 self._add(step(), key, time.perf_counter() - t)
         return wrapped
 
-    def _sync(self, sync):
+    def _sync(self, finish):
+        # A step's sync runs behind its learner call (Fleet.train_step); its span, from the optimizer step's
+        # end to the last engine loaded, is what it costs the step. The driver waits for it only before
+        # the next step's learner call.
         def wrapped():
-            t = time.perf_counter()
-            sync()
-            now = time.perf_counter()
-            self._add(self.driver.step - 1, "weight_sync", now - t)
-            self.ends.append(now)
+            stats = finish()
+            if stats is not None:
+                self._add(stats["version"] - 1, "weight_sync", stats["sync_s"])
+                self.sync_parts.append({"step": stats["version"] - 1, **stats["parts_s"], "engine_apply": stats["apply_s"],
+                                        "span": stats["sync_s"]})
+                self.payloads.append(("weights", self.fleet.weights_ref, 0))
+            return stats
+        return wrapped
+
+    def _record(self, record):
+        def wrapped(metrics):
+            self.ends.append(time.perf_counter())
             self.epoch_ends.append(time.time())
-            self.payloads.append(("weights", self.fleet.weights_ref, 0))
+            return record(metrics)
         return wrapped
 
     def object_bytes(self) -> dict[str, int]:
@@ -244,7 +258,9 @@ def run_ray(args, cfg_dict: dict, model_dir: str, records: dict) -> tuple[dict, 
            "plumbing_ms_per_record": 1000 * plumbing / issued_per_step, "startup_s": startup,
            "weight_sync_share": sum(probe.stage_s[s]["weight_sync"] for s in measured) / r["window_s"],
            "stage_s": stage, "keys": [h["keys"] for h in history],
-           "staleness_max": max(h["staleness_max"] for h in history), "weight_transport": transport}
+           "staleness_max": max(h["staleness_max"] for h in history), "weight_transport": transport,
+           "sync_ms": {k: 1000 * statistics.median(p[k] for p in probe.sync_parts if p["step"] in measured)
+                       for k in probe.sync_parts[0] if k != "step"}}
     log(f"{r['best_pairs_per_s']:.2f} pairs/s (fastest step), {r['pairs_per_s']:.2f} (median) over steps {args.warmup + 1}..{cfg.train.steps}; per step: submit->collect "
         + " ".join(f"{k}={v:.3f}" for k, v in stage.items()) + "; actors executing "
         + " ".join(f"{k}={v:.3f}" for k, v in busy.items()))
@@ -391,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         "async_pairs_per_s": round(async_["best_pairs_per_s"], 3),
         "async_vs_strict_ratio": round(async_["best_pairs_per_s"] / strict["best_pairs_per_s"], 3),
         "weight_sync_share": round(strict["weight_sync_share"], 4), "weight_transport": strict["weight_transport"],
+        # Median ms per sync: the span (step end -> last engine loaded) and its parts: the export queued
+        # behind the step, rank 0's export, its way to the engine, the engine's call (of which vLLM's apply).
+        "strict_weight_sync_ms": {k: round(v, 2) for k, v in strict["sync_ms"].items()},
         "ray_vs_sequential_ratio": round(seq["best_pairs_per_s"] / one["best_pairs_per_s"], 3),
         # Load-independent view of the same: the Ray step's own actor compute plus the sequential loop's
         # glue, against the Ray step; other helpers' load slows both runs' compute unequally.

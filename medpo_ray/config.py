@@ -104,6 +104,9 @@ class RolloutConfig(_Section):
     max_tokens: int = Field(96, ge=1, le=8192)
     seed: int = Field(0, ge=0)
     kv_cache_gib: float = Field(1.0, gt=0)
+    # Training rollouts share no prefix worth caching (one answer per prompt, each with its own image), and
+    # every weight sync would have to clear the cache, which walks every KV block (~2-3 ms per sync here).
+    prefix_caching: bool = False
     # How weights reach the engines after a step: "shared_memory" (rank 0 rewrites one /dev/shm buffer the
     # engines keep mapped; every engine on rank 0's node), "object_store" (any placement), or "auto"
     # (shared memory when every engine is on rank 0's node and /dev/shm has room, else the object store).

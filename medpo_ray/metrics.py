@@ -61,7 +61,7 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("medpo_policy_version", "gauge", "Policy version served by the rollout engines / trained by the learner.", ("role",)),
     MetricSpec("medpo_sample_staleness", "histogram", "Policy versions between generation and training of a sample.", (), STALENESS_BUCKETS),
     MetricSpec("medpo_stale_dropped_total", "counter", "Samples dropped for exceeding max_staleness."),
-    MetricSpec("medpo_weight_sync_seconds", "histogram", "Time to push the learner's weights into every rollout engine.", (), SECONDS_BUCKETS),
+    MetricSpec("medpo_weight_sync_seconds", "histogram", "From the end of a learner step to the last rollout engine serving its weights (export, transfer, load).", (), SECONDS_BUCKETS),
     MetricSpec("medpo_loss", "gauge", "Loss terms of the last learner step.", ("term",)),
     MetricSpec("medpo_reward_accuracy", "gauge", "Share of pairs whose implicit reward prefers the right side.", ("pair",)),
     MetricSpec("medpo_pairs_total", "counter", "Preference pairs built, by branch (A: policy wrong, B: counterfactual).", ("branch",)),

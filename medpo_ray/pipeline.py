@@ -4,9 +4,11 @@ A training step trains on exactly `train.batch_size` preference pairs. The drive
 rollout stage in chunks; a prompt whose answer the critic cannot turn into a valid pair is dropped
 with its reason and a top-up prompt takes its place, until the step has its pairs. Payloads go into the
 object store once, by their producer; the driver moves refs and small metadata only.
-Strict mode (`max_staleness: 0`) issues step k+1 only after the weights of step k are in every rollout
-engine. Bounded-async mode (`max_staleness: s`) keeps up to s further steps generating while the
-learner trains, and drops samples more than s policy versions old.
+Strict mode (`max_staleness: 0`) rolls out step k+1 only with the weights step k trained: each engine's
+load of them is queued, right behind the learner step, before any of step k+1's rollouts (Ray runs an
+actor's calls from one caller in order), so the driver never waits for the sync itself. Bounded-async
+mode (`max_staleness: s`) keeps up to s further steps generating while the learner trains, and drops
+samples more than s policy versions old.
 """
 from __future__ import annotations
 
@@ -105,8 +107,8 @@ class Driver:
             batch = self.open[0]
             self._pump(until=lambda b=batch: len(b.examples) >= self.n)
             self.open.popleft()
-            metrics = self._train(batch)
-            self._sync_weights()
+            self._await_sync()  # the last step's weights are in every engine (strict mode: long since)
+            metrics = self._train(batch)  # its export and the engines' loads are queued right behind it
             if self.step % self.cfg.train.checkpoint_every == 0 or self.step == total:
                 self.checkpoint()
             self._record(metrics)
@@ -115,6 +117,7 @@ class Driver:
                             acc=f"{metrics.get('reward_acc_pref', float('nan')):.2f}",
                             pairs_s=f"{pairs / (time.monotonic() - t0):.2f}", sync_s=f"{self.last_sync_s:.2f}")
             bar.update(1)
+        self._await_sync()
         bar.close()
         return self.history
 
@@ -204,7 +207,7 @@ class Driver:
         not depend on which stage call finished first)."""
         ids = sorted(batch.examples)
         gap = self._check_logprobs(batch)
-        metrics = self.fleet.learners.train_step([batch.examples[k] for k in ids])
+        metrics = self.fleet.train_step([batch.examples[k] for k in ids], version=self.step + 1)
         self.ledger.finish("learner", ids)
         trained = list(metrics.pop("trained_ids", ids))
         self.ledger.mark_trained(trained)
@@ -231,11 +234,13 @@ class Driver:
             driver_metrics.logprob_mismatch(gap["logprob_max_abs_diff"])
         return gap
 
-    def _sync_weights(self) -> None:
-        t = time.monotonic()
-        self.fleet.sync_weights(version=self.step)
-        self.last_sync_s = time.monotonic() - t
-        driver_metrics.weight_sync(self.last_sync_s)
+    def _await_sync(self, stats: dict | None = None) -> None:
+        """Wait for the weight sync in flight, if any; its span (optimizer step -> last engine loaded) is
+        what the progress bar and Prometheus show."""
+        stats = stats or self.fleet.finish_sync()
+        if stats:
+            self.last_sync_s = stats["sync_s"]
+            driver_metrics.weight_sync(self.last_sync_s)
 
     def _record(self, metrics: dict) -> None:
         """Metrics of a finished step: Prometheus, the history and a line of metrics.jsonl."""
@@ -283,7 +288,7 @@ class Driver:
         self.ledger.in_flight = {}
         self.last_checkpoint = ckpt
         self._forget_after(self.step)
-        self._sync_weights()
+        self._await_sync(self.fleet.sync_weights(version=self.step))
 
     def _forget_after(self, step: int) -> None:
         # Steps the killed run logged after its last checkpoint are trained again: keep one line per step.

@@ -91,6 +91,10 @@ def test_the_engines_serve_exactly_the_weights_the_learner_trains_from(pipeline_
     assert uninterrupted["weight_transport"] == "shared_memory"  # auto, all on one node
     assert not list(Path("/dev/shm").glob("medpo-weights-*"))  # the group deleted its buffer at shutdown
     assert all(s["pairs"] == BATCH and s["staleness_max"] == 0 for s in steps)  # strict: on-policy
+    # The driver queues each step's rollouts behind the engines' weight loads without waiting for them:
+    # none ran on the previous weights (strict mode would have dropped and replaced it as stale).
+    ledger, _ = _final_state(uninterrupted)
+    assert "staleness:stale" not in ledger.dropped.values()
 
 
 def test_bounded_async_trains_every_step_on_samples_at_most_one_version_old(pipeline_setup, pipeline_ray):
