@@ -45,7 +45,8 @@ class SequentialLoop:
         self.cfg, self.records, self.n = cfg, records, cfg.train.batch_size
         t0 = time.perf_counter()
         self.engine = RolloutEngine(model_dir, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
-                                    kv_cache_gib=cfg.rollout.kv_cache_gib, seed=cfg.rollout.seed)
+                                    kv_cache_gib=cfg.rollout.kv_cache_gib, seed=cfg.rollout.seed,
+                                    enable_prefix_caching=cfg.rollout.prefix_caching)
         self.spec = SamplingSpec.from_config(cfg.rollout)
         self.critic = make_critic(cfg.critic)
         self.builder = PairBuilder(None, AutoTokenizer.from_pretrained(model_dir))
