@@ -174,3 +174,26 @@ def test_frozen_tensors_the_engine_already_holds_are_skipped(actor, group, learn
     assert gap["prompt_mismatches"] == 0 and gap["logprob_max_abs_diff"] < 1e-4
     full = sync.sync(named.items(), version=version + 3)  # unmarked: every layer is written and re-packed
     assert full["skipped_frozen"] == 0 and 0 < stats["layers_repacked"] < full["layers_repacked"]
+
+
+def test_an_engine_whose_load_failed_refuses_rollouts_until_a_load_succeeds(actor, learner):
+    from types import SimpleNamespace
+
+    from medpo_ray.rollout.weight_sync.flat import pack_flat
+
+    model, _ = learner
+    version = ray.get(actor.policy_version.remote())
+    named = {n: p.detach() for n, p in model.named_parameters()}
+    bad = pack_flat({**named, "lm_head.weight": torch.zeros(3)}.items())
+    with pytest.raises(ray.exceptions.RayTaskError, match=r"misshaped tensor\(s\): lm_head.weight"):
+        ray.get(actor.sync_from.remote(bad, version + 1))
+    # The pipeline queues the next step's rollouts behind a load without waiting for it: after a failed
+    # load they must stop the run naming it, not run on the old weights.
+    records = [SimpleNamespace(record_id=q.item_id, image=q.image, prompt=q.prompt) for q in REQUESTS[:1]]
+    with pytest.raises(ray.exceptions.RayTaskError,
+                       match=f"failed to load policy version {version + 1}: WeightSyncError"):
+        ray.get(actor.rollout.remote(records, GREEDY))
+    stats = ray.get(actor.sync_from.remote(pack_flat(named.items()), version + 1))
+    assert stats["policy_version"] == version + 1 and not stats.get("already")
+    meta, result = ray.get(actor.rollout.remote(records, GREEDY))
+    assert meta["policy_version"] == version + 1 and [r.item_id for r in result.rollouts] == ["png"]
