@@ -5,7 +5,8 @@ parameter behind, so `model.load_weights` alone has nowhere to copy to, and vLLM
 rebuilds each layer from metadata, loads, re-packs and copies back (~40 ms per sync for the tiny model
 whatever its size, of a ~0.4 s training step). Here each packed layer gets its full weight back once,
 materialized from the metadata vLLM recorded at load time, with vLLM's own weight loader (it fuses
-q/k/v and gate/up); a sync is then `model.load_weights` (copies into the parameters) plus vLLM's own
+q/k/v and gate/up); a sync is then the weight-loader calls `model.load_weights` makes (copies into the
+parameters; recorded on the first load and made directly afterwards, see `_record`) plus vLLM's own
 handle dispatch for each Linear that push wrote, and nothing else (a push that skips the frozen vision
 tower leaves its kernels alone).
 
