@@ -119,8 +119,7 @@ class Fleet:
 
     def sync_weights(self, version: int) -> dict:
         """Export the learner's current weights and load them into every engine as `version`; waits."""
-        if self._loads:
-            self.finish_sync()
+        self.finish_sync()
         self._start_sync(version)
         return self.finish_sync()
 

@@ -115,7 +115,7 @@ class Probe:
         self.samples: dict[str, tuple] = {}  # kind -> (records, meta, ref) of its largest call
         self.ends: list[float] = []
         self.epoch_ends: list[float] = []  # the same instants in epoch seconds, for Ray's timeline
-        self.sync_parts: list[dict] = []  # per sync: export_s, apply_s (slowest engine), sync_s
+        self.sync_parts: list[dict] = []  # per sync: its span, the span's parts, vLLM's apply (Fleet.finish_sync)
         self.bytes: dict[str, int] = {}
         self.issued = 0
         for pool in (fleet.rollout, fleet.editor, fleet.corruption):

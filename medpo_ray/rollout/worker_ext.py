@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import time
 
+from medpo_ray.rollout.inplace_reload import UNPACKED_MAX_BYTES
+
 WORKER_EXTENSION = "medpo_ray.rollout.worker_ext.WeightSyncExtension"
 log = logging.getLogger(__name__)
 
@@ -24,9 +26,9 @@ class WeightSyncExtension:
 
     _medpo_inplace = None  # InplaceReload once verified; False once it failed verification
     _medpo_loaded: frozenset = frozenset()  # names some earlier push loaded (their values now serve)
-    _medpo_unpacked_max: int | None = None  # InplaceReload's threshold for unpacked layers (None: its default)
+    _medpo_unpacked_max: int = UNPACKED_MAX_BYTES  # InplaceReload's threshold for unpacked layers
 
-    def medpo_configure(self, unpacked_max_bytes: int | None = None) -> None:
+    def medpo_configure(self, unpacked_max_bytes: int) -> None:
         """Settings of the copy reload, before the first push (0 keeps every layer packed)."""
         self._medpo_unpacked_max = unpacked_max_bytes
 
@@ -81,8 +83,7 @@ class WeightSyncExtension:
         model = self.model_runner.model
         before = snapshot(model)  # packed layers hold empty weights here: compared are all the others
         try:
-            fast = InplaceReload(model) if self._medpo_unpacked_max is None else \
-                InplaceReload(model, unpacked_max_bytes=self._medpo_unpacked_max)
+            fast = InplaceReload(model, unpacked_max_bytes=self._medpo_unpacked_max)
         except InplaceReloadUnavailable as e:
             log.info("weight pushes keep vLLM's layer-wise reload: %s", e)
             self._medpo_inplace = False
