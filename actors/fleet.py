@@ -28,7 +28,8 @@ STAGE_RESTARTS = 3
 class Fleet:
     """Rollout engines, span editors, corruption workers and the learner group of one run."""
 
-    def __init__(self, cfg: Config, model_dir: str, ledger: Ledger | None = None):
+    def __init__(self, cfg: Config, model_dir: str, ledger: Ledger | None = None,
+                 keep_rates: dict[str, float] | None = None):
         r, t = cfg.rollout, cfg.train
         ledger = ledger or Ledger()
         restartable = {"max_restarts": STAGE_RESTARTS, "max_task_retries": 0}
@@ -37,7 +38,7 @@ class Fleet:
             .remote(model_dir, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
                     kv_cache_gib=r.kv_cache_gib, seed=r.seed, enable_prefix_caching=r.prefix_caching)
             for _ in range(r.num_engines)]
-        editors = [SpanEditor.options(num_cpus=0.25, **restartable).remote(cfg.critic, None, model_dir)
+        editors = [SpanEditor.options(num_cpus=0.25, **restartable).remote(cfg.critic, None, model_dir, keep_rates)
                    for _ in range(cfg.critic.num_editors)]
         workers = [CorruptionWorker.options(num_cpus=0.25, **restartable).remote(cfg.corruption)
                    for _ in range(cfg.corruption.num_workers)]

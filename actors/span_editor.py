@@ -21,14 +21,14 @@ class SpanEditor:
     """
 
     def __init__(self, critic_cfg: CriticConfig, limits: PairLimits | None = None,
-                 tokenizer_dir: str | None = None):
+                 tokenizer_dir: str | None = None, keep_rates: dict[str, float] | None = None):
         tokenizer = None
         if tokenizer_dir:
             from transformers import AutoTokenizer
 
             # With the training tokenizer, a pair whose spans cover no token is rejected here, not in training.
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        self.critic = make_critic(critic_cfg)
+        self.critic = make_critic(critic_cfg, keep_rates)
         self.builder = PairBuilder(limits, tokenizer)
 
     def edit(self, records: Sequence[Record], answers: Sequence[str], policy_version: int | Sequence[int]

@@ -348,13 +348,30 @@ def load_train_records(cfg: Config, data_dir: Path) -> dict:
     return {r.record_id: r for r in records}
 
 
+def counterfactual_balance(cfg: Config, records: dict) -> dict[str, float] | None:
+    """The reference critic's keep rates for this training split (critics/balance.py), written to the run
+    directory for audit; None for an LLM critic."""
+    from medpo_ray.critics import reference_keep_rates
+
+    keep = reference_keep_rates(cfg.critic, records.values())
+    if keep is not None:
+        out = Path(cfg.run.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "counterfactual_balance.json").write_text(json.dumps(keep, indent=1))
+        dropped = sorted(k for k, v in keep.items() if v < 1)
+        print(f"[critic] counterfactuals balanced over {len(records)} training records; thinned: "
+              + (", ".join(f"{k} {keep[k]:.2f}" for k in dropped) or "none"))
+    return keep
+
+
 def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> dict:
     """Run the on-policy loop from `model_dir` (HF VLM); returns a summary with the ledger's counts."""
     records = load_train_records(cfg, Path(data_dir))
     check_records(cfg, records)
+    keep_rates = counterfactual_balance(cfg, records)
     _ray_init(cfg)
     t0 = time.monotonic()
-    fleet = Fleet(cfg, model_dir)
+    fleet = Fleet(cfg, model_dir, keep_rates=keep_rates)
     try:
         driver = Driver(cfg, records, fleet, resume=resume)
         driver.run()

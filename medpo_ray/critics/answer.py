@@ -41,6 +41,7 @@ REASONS = (
     "unreadable",  # y0 is not in the grammar the rules can read
     "structural",  # agreeing with the truth needs more than word swaps (a missing sentence, a plural)
     "no_counterfactual",  # y0 agrees but offers no single word to swap
+    "balance",  # y0 agrees; its counterfactual's direction is over-used in the data (critics/balance.py)
 )
 
 # Instruction-like text has no place in a verdict: a critic that echoes or obeys a prompt injection

@@ -104,7 +104,10 @@ def _statement(text: str, claim: Claim, section: str, noun: str) -> Statement:
     if claim.side is None and section == "findings":
         raise Unreadable(f"{where}: no side")
     if claim.status == "absent":
-        if claim.measurement or claim.severity or claim.count or plural:
+        # "No 12 mm moderate nodule in the left lung." (a singular findings sentence whose count word became
+        # "No") reads as a negation: it is the presence counterfactual of a right report, which the critic
+        # must recognise and undo; counts and plurals stay unreadable.
+        if claim.count or plural or (section != "findings" and (claim.measurement or claim.severity)):
             raise Unreadable(f"{where}: a negated finding with attributes")
         return Statement(section, claim, plural, ())
     if claim.side is None:

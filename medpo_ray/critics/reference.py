@@ -3,8 +3,8 @@
 It reads y0 with the labeler (embedded_reading.py), compares every statement with the lesions of the
 side it names, and answers
 - "wrong" with the minimal word swaps that make y0 agree (branch A), or
-- "right" with ONE minimal, plausible counterfactual swap chosen deterministically by record id
-  (branch B), or
+- "right" with ONE minimal, plausible counterfactual swap, chosen deterministically by record id so
+  that each swap is used in both directions about equally often (critics/balance.py; branch B), or
 - "abstain" with a reason when it cannot read y0 or when agreeing would take more than word swaps.
 
 Edit policy (what counts as "minimal"): only single words are replaced, in place, at exact offsets:
@@ -20,12 +20,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from medpo_ray.critics import balance
 from medpo_ray.critics.answer import abstain
 from medpo_ray.critics.base import Critic, CriticVerdict, Edit
 from medpo_ray.critics.embedded_reading import Statement, Unreadable, read_report
-from medpo_ray.critics.reference_vqa import review_vqa
+from medpo_ray.critics.reference_vqa import review_vqa, vqa_counterfactuals
 from medpo_ray.data.record import Record
 from medpo_ray.data.reports import COUNT_WORDS
 from medpo_ray.labeler import Attr, Span
@@ -139,35 +140,61 @@ def best_fix(findings, impression, truth, tol: float) -> list[Edit] | None:
     return None if best is None else best[1]
 
 
-def counterfactuals(findings, impression, tol: float) -> list[Edit]:
-    """Every single-word swap that turns an agreeing report into a plausible wrong one."""
+def _word(text: str) -> str:
+    return text.lower()
+
+
+def _count_swaps(st: Statement) -> list[tuple[str, Edit]]:
+    # Two <-> three on a plural statement, in both directions (the list's length stays as it was).
+    old = st.count.value
+    new = 2 if old == 3 else 3
+    return [(f"count:{COUNT_WORDS[old]}>{COUNT_WORDS[new]}", swap(st.count.span, COUNT_WORDS[new], "count"))]
+
+
+def _size_swaps(span: Span, size: str) -> list[tuple[str, Edit]]:
+    # Every neighbouring size, so small->moderate is mirrored by moderate->small.
+    i = SIZES.index(size)
+    return [(f"size:{size}>{SIZES[j]}", swap(span, SIZES[j], "size")) for j in (i - 1, i + 1) if 0 <= j < len(SIZES)]
+
+
+def counterfactuals(findings, impression, tol: float) -> list[tuple[str, Edit]]:
+    """Every single-word swap that turns an agreeing report into a plausible wrong one, each with its
+    balance key (critics/balance.py): presence both ways ("No nodule" -> "A nodule", and a positive
+    sentence's count word -> "No"), sizes to each neighbour, measurements up and down, counts two <-> three,
+    an impression side to the side not named."""
     shift = max(5, math.ceil(2 * tol) + 1)
-    out: list[Edit] = []
+    out: list[tuple[str, Edit]] = []
     for st in findings:
         if not st.present:
             if st.claim.cue is not None and st.claim.cue.text.lower() == "no":
-                out.append(swap(st.claim.cue, "a", "presence"))
+                out.append(("presence:no>a", swap(st.claim.cue, "a", "presence")))
             continue
+        # "A 12 mm moderate nodule ..." -> "No 12 mm moderate nodule ...": the mask holds only the count
+        # word, so the words after it are shared context of y+ and y-, not claims of y-.
+        out.append((f"presence:{_word(st.count.span.text)}>no", swap(st.count.span, "no", "presence")))
         if st.plural:
-            out.append(swap(st.count.span, COUNT_WORDS[2 if st.count.value == 3 else 3], "count"))
+            out += _count_swaps(st)
         for it in st.items:
             if it.measurement is not None:
                 mm = it.measurement.value
-                new = mm - shift if mm - shift >= 1 else mm + shift
-                out.append(swap(it.measurement.span, _number(it.measurement, new), "measurement"))
+                if mm - shift >= 1:
+                    out.append(("measurement:down", swap(it.measurement.span, _number(it.measurement, mm - shift),
+                                                         "measurement")))
+                out.append(("measurement:up", swap(it.measurement.span, _number(it.measurement, mm + shift),
+                                                   "measurement")))
             if it.size is not None:
-                out.append(swap(it.size.span, _OTHER_SIZE[it.size.value], "size"))
+                out += _size_swaps(it.size.span, it.size.value)
     named = {st.side.value for st in impression if st.present}
     for st in impression:
         if not st.present:
             continue
         if st.plural:
-            out.append(swap(st.count.span, COUNT_WORDS[2 if st.count.value == 3 else 3], "count"))
+            out += _count_swaps(st)
         for it in st.items:
-            out.append(swap(it.size.span, _OTHER_SIZE[it.size.value], "size"))
+            out += _size_swaps(it.size.span, it.size.value)
         other = SIDES[1 - SIDES.index(st.side.value)]
         if other not in named:
-            out.append(swap(st.side.span, other, "laterality"))
+            out.append((f"laterality:{st.side.value}>{other}", swap(st.side.span, other, "laterality")))
     return out
 
 
@@ -185,14 +212,43 @@ class ReferenceCritic(Critic):
 
     name = "reference"
 
-    def __init__(self, measurement_tolerance_mm: float = 2.0, max_changed_words_per_sentence: int = 3):
+    def __init__(self, measurement_tolerance_mm: float = 2.0, max_changed_words_per_sentence: int = 3,
+                 keep_rates: Mapping[str, float] | None = None):
         self.tol = measurement_tolerance_mm
         self.max_per_sentence = max_changed_words_per_sentence
+        # Per counterfactual key, the share kept so that each swap is used as often in both directions
+        # (critics/balance.py); None keeps every one (evaluation, where only "wrong" verdicts count).
+        self.keep_rates = dict(keep_rates) if keep_rates is not None else None
+
+    def counterfactual(self, record: Record, options: Sequence[tuple[str, Edit]]) -> CriticVerdict:
+        """Branch B: one balanced counterfactual of the options, or an abstention ("balance" when its
+        direction is over-used in the data, "no_counterfactual" when there is none)."""
+        if not options:
+            return abstain("no_counterfactual", "no single-word counterfactual in this answer", self.name)
+        seed = stable_hash(record.record_id)
+        key, edit = balance.choose(options, seed)
+        if not balance.kept(key, self.keep_rates, seed):
+            return abstain("balance", f"counterfactual {key} dropped to keep its mirror's rate", self.name)
+        return CriticVerdict("right", (edit,), self.name, f"y0 agrees; counterfactual {key}")
+
+    def counterfactual_keys(self, record: Record) -> list[str]:
+        """The balance keys of the counterfactuals the gold answer of `record` offers (for fitting keep
+        rates: a gold answer is right, so it would get one of them); [] when it offers none."""
+        if record.task == "vqa":
+            return [k for k, _ in vqa_counterfactuals(record, record.target, self.tol)]
+        f = record.findings
+        if not f or "lesions" not in f:
+            return []
+        try:
+            findings, impression = read_report(record.target, f["noun"], f["region"])
+        except Unreadable:
+            return []
+        return [k for k, _ in counterfactuals(findings, impression, self.tol)]
 
     def review(self, record: Record, y0: str) -> CriticVerdict:
         """Judge y0 against record.findings (reports) or record.target (VQA answers)."""
         if record.task == "vqa":  # the target answer is the truth; no findings needed
-            return review_vqa(record, y0, self.tol, stable_hash(record.record_id), self.name)
+            return review_vqa(record, y0, self.tol, self)
         f = record.findings
         if not f or "lesions" not in f:
             return abstain("no_findings", f"record {record.record_id!r} has no structured lesions", self.name)
@@ -205,11 +261,7 @@ class ReferenceCritic(Critic):
         if edits is None:
             return abstain("structural", "agreeing with the truth needs more than word swaps", self.name)
         if not edits:
-            options = counterfactuals(findings, impression, self.tol)
-            if not options:
-                return abstain("no_counterfactual", "no single-word counterfactual in this report", self.name)
-            return CriticVerdict("right", (options[stable_hash(record.record_id) % len(options)],), self.name,
-                                 "y0 agrees with the findings")
+            return self.counterfactual(record, counterfactuals(findings, impression, self.tol))
         worst = _per_sentence(edits, [*findings, *impression])
         if worst > self.max_per_sentence:
             return abstain("too_many_changes", f"{worst} words in one sentence (limit {self.max_per_sentence})",

@@ -50,27 +50,52 @@ def _edit(y0: str, span: tuple[int, int], new: str, kind: str) -> Edit:
     return Edit(y0[span[0]:span[1]], new, span[0], kind)
 
 
-def review_vqa(record: Record, y0: str, tol: float, seed: int, critic: str) -> CriticVerdict:
-    """Verdict on a VQA answer: wrong with the replacement, or right with a counterfactual answer."""
+def _answer_hit(record: Record, y0: str) -> tuple[str, re.Match] | str:
+    # (kind, the one answer word of y0) or the abstention detail.
     kind = _kind_of(record)
     if kind is None:
-        return abstain("unreadable", f"no answer kind for target {record.target!r}", critic)
+        return f"no answer kind for target {record.target!r}"
     hits = _hits(y0, kind)
     if len(hits) != 1:
-        return abstain("unreadable", f"{len(hits)} {kind} answers in {y0[:80]!r}", critic)
-    hit, edit_kind = hits[0], _KIND[record.question_type if record.question_type in _KIND else kind]
+        return f"{len(hits)} {kind} answers in {y0[:80]!r}"
+    return kind, hits[0]
+
+
+def vqa_counterfactuals(record: Record, y0: str, tol: float) -> list[tuple[str, Edit]]:
+    """Every counterfactual of an agreeing answer with its balance key (critics/balance.py): each other
+    answer word of the question's kind ("vqa-presence:yes>no"), a measurement moved down and up."""
+    found = _answer_hit(record, y0)
+    if isinstance(found, str):
+        return []
+    kind, hit = found
+    if hit.re is _MM:
+        y, shift = int(hit.group(1)), max(5, int(2 * tol) + 1)
+        moves = [("down", y - shift)] if y - shift >= 1 else []
+        return [(f"vqa-measurement:{d}", _edit(y0, hit.span(1), str(v), "measurement"))
+                for d, v in [*moves, ("up", y + shift)]]
+    edit_kind = _KIND[record.question_type if record.question_type in _KIND else kind]
+    old = hit.group(0)
+    return [(f"vqa-{kind}:{old.lower()}>{w.lower()}", _edit(y0, hit.span(), _cased(old, w), edit_kind))
+            for w in VOCAB[kind] if w.lower() != old.lower()]
+
+
+def review_vqa(record: Record, y0: str, tol: float, critic) -> CriticVerdict:
+    """Verdict on a VQA answer: wrong with the replacement, or right with a balanced counterfactual
+    answer (`critic.counterfactual`, see reference.py)."""
+    found = _answer_hit(record, y0)
+    if isinstance(found, str):
+        return abstain("unreadable", found, critic.name)
+    kind, hit = found
+    edit_kind = _KIND[record.question_type if record.question_type in _KIND else kind]
     target = record.target.strip().rstrip(".")
     t_mm, y_mm = _MM.fullmatch(target), hit.re is _MM
     if y_mm and t_mm:
         y, t = int(hit.group(1)), int(t_mm.group(1))
         if abs(y - t) > tol:
-            return CriticVerdict("wrong", (_edit(y0, hit.span(1), str(t), "measurement"),), critic, "measurement")
-        shift = max(5, int(2 * tol) + 1)
-        new = str(y - shift if y - shift >= 1 else y + shift)
-        return CriticVerdict("right", (_edit(y0, hit.span(1), new, "measurement"),), critic, "y0 agrees")
+            return CriticVerdict("wrong", (_edit(y0, hit.span(1), str(t), "measurement"),), critic.name,
+                                 "measurement")
+        return critic.counterfactual(record, vqa_counterfactuals(record, y0, tol))
     if hit.group(0).lower() != target.lower():
         new = _cased(hit.group(0), target)
-        return CriticVerdict("wrong", (_edit(y0, hit.span(), new, edit_kind),), critic, f"{kind} answer")
-    options = [w for w in VOCAB[kind] if w.lower() != target.lower()]
-    new = _cased(hit.group(0), options[seed % len(options)])
-    return CriticVerdict("right", (_edit(y0, hit.span(), new, edit_kind),), critic, "y0 agrees")
+        return CriticVerdict("wrong", (_edit(y0, hit.span(), new, edit_kind),), critic.name, f"{kind} answer")
+    return critic.counterfactual(record, vqa_counterfactuals(record, y0, tol))

@@ -86,3 +86,26 @@ def test_token_masks_non_empty_and_eos_never_masked(tokenizer, a, b):
         enc = tokenizer(text + tokenizer.eos_token, add_special_tokens=False, return_offsets_mapping=True)
         assert enc["input_ids"][-1] == tokenizer.eos_token_id
         assert spans_to_token_mask(enc["offset_mapping"], spans)[-1] == 0
+
+
+def test_space_token_of_a_split_number_is_in_the_mask():
+    """A BPE that writes " 7" as one token but " 12" as " " + "1" + "2": the first token where y+ and y-
+    differ (" " vs " 7") must be masked on both sides, though the word diff's spans start after the space."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[UNK]", "A", " ", "1", "2", "7", "m", " 7", " m", " mm"])}
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=[(" ", "7"), (" ", "m"), (" m", "m")], unk_token="[UNK]"))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe)
+    y_minus, y_plus = "A 7 mm", "A 12 mm"
+    spans_minus, spans_plus = word_diff(y_minus, y_plus)
+    ids_minus, mask_minus = token_mask_for_text(tok, y_minus, spans_minus)
+    ids_plus, mask_plus = token_mask_for_text(tok, y_plus, spans_plus)
+    assert [tok.decode([i]) for i in ids_plus] == ["A", " ", "1", "2", " mm"]
+    assert [tok.decode([i]) for i in ids_minus] == ["A", " 7", " mm"]
+    first = next(i for i, (a, b) in enumerate(zip(ids_plus, ids_minus)) if a != b)
+    assert mask_plus[first] == mask_minus[first] == 1
+    assert mask_plus == [0, 1, 1, 1, 0] and mask_minus == [0, 1, 0]
+    # Without the text (offsets only) the space token is left out: the gap this closes.
+    enc = tok(y_plus, add_special_tokens=False, return_offsets_mapping=True)
+    assert spans_to_token_mask(enc["offset_mapping"], spans_plus) == [0, 0, 1, 1, 0]
