@@ -74,6 +74,34 @@ def step_done(step: int, m: dict, staleness: list[int]) -> None:
             metrics.set("medpo_reward_accuracy", float(m[key]), pair=pair)
 
 
+_TOKEN_LABELS: set[str] = set()
+MAX_TOKEN_LABELS = 64  # distinct token labels per driver; later new tokens count as "other"
+
+
+def edit_tokens(counts: dict[str, dict[str, int]]) -> None:
+    """Edited tokens pushed down / up in one step (training/edit_tokens.py), by token as a label: model
+    text, so only a stripped identifier-like token is a label value, and at most MAX_TOKEN_LABELS of them."""
+    for direction, by_token in counts.items():
+        for text, n in by_token.items():
+            label = _label(text) if text.strip() else "space"
+            if label not in _TOKEN_LABELS:
+                if len(_TOKEN_LABELS) >= MAX_TOKEN_LABELS:
+                    label = "other"
+                else:
+                    _TOKEN_LABELS.add(label)
+            metrics.inc("medpo_edit_tokens_total", n, direction=direction, token=label)
+
+
+def probe(verdict: dict) -> None:
+    """One guard probe (medpo_ray/guard.py): its scores, and whether the policy is worse than its warm start."""
+    for key in ("edits_per_answer", "exact", "vqa_accuracy", "max_token_drop"):
+        if verdict.get(key) is not None:
+            metrics.set("medpo_probe", float(verdict[key]), metric=key)
+    metrics.set("medpo_policy_regression", float(verdict["regressed"]))
+    if verdict["regressed"]:
+        metrics.inc("medpo_policy_regressions_total")
+
+
 def checkpoint_written(unix_time: float) -> None:
     """The time of the last complete checkpoint (an alert fires when it grows old)."""
     metrics.set("medpo_checkpoint_timestamp_seconds", unix_time)

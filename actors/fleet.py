@@ -7,6 +7,7 @@ ask for GPUs through `rollout.gpus_per_engine` / `train.gpus_per_rank`).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -19,7 +20,7 @@ from actors.span_editor import SpanEditor
 from medpo_ray.config import Config
 from medpo_ray.errors import MedpoError
 from medpo_ray.ledger import Ledger
-from medpo_ray.rollout.engine import SamplingSpec
+from medpo_ray.rollout.engine import RolloutRequest, SamplingSpec
 
 # Ray restarts a killed stage actor this many times; the pool re-issues its in-flight records.
 STAGE_RESTARTS = 3
@@ -67,6 +68,7 @@ class Fleet:
         self.weights_ref: ray.ObjectRef | None = None
         self._export: list = []  # rank summaries of the export in flight
         self._loads: list = []  # the engines' loads in flight
+        self.on_policy = cfg.train.on_policy  # off: the engines keep the warm start (offline pairs)
         self.version = 0
 
     def _shared_weights(self, mode: str) -> bool:
@@ -115,8 +117,25 @@ class Fleet:
         if self._loads:
             raise RuntimeError("Fleet.train_step: the previous weight sync was not finished (call finish_sync)")
         train = self.learners.start_train(items)
-        self._start_sync(version)
+        if self.on_policy:
+            self._start_sync(version)
         return self.learners.finish_train(train)
+
+    def set_keep_rates(self, keep_rates: dict[str, float]) -> None:
+        """New counterfactual keep rates for every span editor, ahead of any edit submitted after this."""
+        for e in self.editor.actors:
+            e.set_keep_rates.remote(keep_rates)
+
+    def probe_answers(self, records: list) -> tuple[dict[str, str], set[int]]:
+        """Greedy answers of the rollout engines to `records` (the guard's held-out slice), split over the
+        engines; queued behind any weight load already submitted, so they come from the newest weights.
+        Returns (record id -> text, the policy versions that wrote them)."""
+        spec = replace(self.spec, n=1, temperature=0.0)
+        requests = [RolloutRequest(r.record_id, r.image, r.prompt) for r in records]
+        k = len(self.rollout_actors)
+        results = ray.get([a.generate.remote(requests[i::k], spec) for i, a in enumerate(self.rollout_actors)])
+        texts = {ro.item_id: ro.text for res in results for ro in res.rollouts}
+        return texts, {ro.policy_version for res in results for ro in res.rollouts}
 
     def sync_weights(self, version: int) -> dict:
         """Export the learner's current weights and load them into every engine as `version`; waits."""

@@ -82,6 +82,10 @@ class LearnerRank:
         """Learner.score on this rank's share."""
         return self.learner.score(self._resolve(items))
 
+    def gold_logprobs(self, records: list) -> list:
+        """Learner.gold_logprobs (the guard's probe set)."""
+        return self.learner.gold_logprobs(records)
+
     def logprob_gap(self, result, records: list, version: int, max_rows: int) -> dict | None:
         """Learner.logprob_gap on up to `max_rows` rollouts of a rollout stage's GenerateResult that the
         policy `version` wrote (None if it holds none: an older version's rollouts would differ anyway)."""
@@ -249,6 +253,11 @@ class LearnerGroup:
         """vLLM-vs-learner log-prob gap on rollouts (a rollout stage's payload) that policy `version` wrote;
         every rank scores the same rows (a collective under ZeRO-3); rank 0's figures."""
         return self._all("logprob_gap", rollout_ref, records_ref, version, max_rows)[0]
+
+    def gold_logprobs(self, records_ref: ray.ObjectRef) -> list:
+        """Token log-probs of the records' gold answers under the current policy; every rank scores the same
+        records (a collective under ZeRO-3); rank 0's answer."""
+        return self._all("gold_logprobs", records_ref)[0]
 
     def start_export(self, shared: bool = False) -> tuple[ray.ObjectRef, list]:
         """Every rank exports (a collective under ZeRO-3); returns (ObjectRef of rank 0's weights under HF

@@ -1,6 +1,7 @@
 """SpanEditor: the span-editor stage, a critic and a PairBuilder in a Ray actor."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import ray
@@ -37,6 +38,9 @@ class SpanEditor:
         verdicts = self.critic.review_many(list(zip(records, answers, strict=True)))
         batch = self.builder.build_batch(records, answers, verdicts, policy_version)
         meta = batch.meta()
+        # Counterfactuals the critic chose before thinning (kept or dropped for balance): the driver refits
+        # the keep rates on them (critics/balance.py), since the policy's right answers drift from the data's.
+        meta["offered"] = dict(Counter(v.counterfactual for v in verdicts if v.counterfactual))
         for key, n in meta["counts"].items():
             if key.startswith("pairs_"):
                 metrics.inc("medpo_pairs_total", n, branch=key.removeprefix("pairs_"))
@@ -50,6 +54,11 @@ class SpanEditor:
         done = [ro for ro in result.rollouts if ro.item_id in by_id]
         return self.edit([by_id[ro.item_id] for ro in done], [ro.text for ro in done],
                          [ro.policy_version for ro in done])
+
+    def set_keep_rates(self, keep_rates: dict[str, float] | None) -> None:
+        """Replace the critic's counterfactual keep rates (reference critic only; others have none)."""
+        if hasattr(self.critic, "set_keep_rates"):
+            self.critic.set_keep_rates(keep_rates)
 
     def counts(self) -> dict[str, int]:
         """Pairs per branch and rejections per reason since the actor started."""

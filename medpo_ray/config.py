@@ -72,6 +72,21 @@ class ModelConfig(_Section):
     build_dir: str = "artifacts/models"  # a preset is built once under <build_dir>/<preset>-seed<seed>
 
 
+class NoiseConfig(_Section):
+    """Behavioural errors in the SFT targets (medpo_ray/sft/noise.py): the share of training targets in each
+    error's scope that carry it. Above 0.5 an error becomes the warm start's greedy habit."""
+
+    hallucinate: float = Field(0.0, ge=0, le=1)  # clear left side -> "A N in the left R."
+    flip_side: float = Field(0.0, ge=0, le=1)  # CT studies: right <-> left (report and side answers)
+    habitual_size: float = Field(0.0, ge=0, le=1)  # small / large -> "moderate" (report and size answers)
+    seed: int = Field(0, ge=0)
+
+    @property
+    def active(self) -> bool:
+        """Whether any error is switched on."""
+        return bool(self.hallucinate or self.flip_side or self.habitual_size)
+
+
 class SFTConfig(_Section):
     """Supervised warm start (medpo_ray/sft): AdamW, linear warmup then cosine, with a time budget."""
 
@@ -92,6 +107,8 @@ class SFTConfig(_Section):
     # Also predict each lesion cell's radius level (cross-entropy, medpo_ray/sft/aux.py); needs data with
     # discrete radii (data.radius_levels >= 2). Off by default; the head is dropped from the checkpoint.
     aux_size_levels: bool = False
+    # Behavioural errors in the targets (sft/noise.py); the critic and the evaluation keep the true findings.
+    noise: NoiseConfig = NoiseConfig()
     # Checkpoints are cached under out_dir/<hash of data, base model and this section>.
     out_dir: str = "artifacts/sft"
 
@@ -116,7 +133,9 @@ class RolloutConfig(_Section):
 
 
 class CriticConfig(_Section):
-    backend: Literal["reference", "openai"] = "reference"
+    # reference: rules over structured findings; openai: an LLM over HTTP; gold: the dataset's reference
+    # answer as y+ whenever y0 differs (a static-reference baseline, medpo_ray/critics/gold.py).
+    backend: Literal["reference", "openai", "gold"] = "reference"
     base_url: str = Field("http://127.0.0.1:8000/v1", pattern=r"^https?://\S+$")
     model: str = ""
     # Name of the environment variable holding the API key; the key itself never goes in a config.
@@ -232,6 +251,9 @@ class TrainConfig(_Section):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl with GPUs, gloo on CPU
     max_staleness: int = Field(0, ge=0)
+    # false: the engines keep the warm start's weights, so every pair is built from the warm start's own
+    # answers and never refreshed (offline preference optimisation, as the paper's companion code trains).
+    on_policy: bool = True
     queue_capacity: int = Field(32, ge=1)
     stage_deadline_s: float = Field(300.0, gt=0)
     # Per-stage overrides of stage_deadline_s: a remote critic can get a tight deadline while rollout
@@ -260,6 +282,19 @@ class TrainConfig(_Section):
         return self.stage_deadlines.get(stage, self.stage_deadline_s)
 
 
+class GuardConfig(_Section):
+    """The validation probe against harm (medpo_ray/guard.py): held-out greedy answers and gold-answer
+    token log-probs every `every` steps, compared with the warm start; the best probe names a checkpoint."""
+
+    every: int = Field(25, ge=0)  # learner steps between probes (and one before the first step); 0: off
+    split: Literal["val", "test"] = "val"
+    studies: int = Field(32, ge=1, le=100_000)  # held-out studies answered greedily (reports and VQA)
+    logprob_studies: int = Field(16, ge=0, le=100_000)  # studies whose gold answers' token log-probs are tracked
+    margin: float = Field(0.02, ge=0, le=1)  # worse than the warm start by more than this: a warning
+    max_token_drop: float = Field(1.0, gt=0)  # nats a token type's mean log-prob may fall before a warning
+    min_token_count: int = Field(5, ge=1)  # token types seen fewer times in the probe set are not judged
+
+
 class MetricsConfig(_Section):
     host: str = "127.0.0.1"  # loopback unless a deployment says otherwise
     export_port: int = Field(8080, ge=1024, le=65535)
@@ -278,6 +313,7 @@ class Config(_Section):
     corruption: CorruptionConfig = CorruptionConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
+    guard: GuardConfig = GuardConfig()
     metrics: MetricsConfig = MetricsConfig()
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,8 +26,11 @@ from actors import driver_metrics
 from actors.fleet import Fleet
 from actors.pool import StageError
 from medpo_ray.config import Config
+from medpo_ray.critics.balance import OnPolicyBalance
 from medpo_ray.cursor import DataCursor
 from medpo_ray.errors import MedpoError
+from medpo_ray.guard import Guard
+from medpo_ray.guard_run import PROBE_KEYS, GuardProbe
 from medpo_ray.ledger import Ledger
 from medpo_ray.training.errors import LearnerFailed
 
@@ -48,9 +51,19 @@ class StepBatch:
     issued: list[str] = field(default_factory=list)
     examples: dict[str, tuple] = field(default_factory=dict)  # key -> (chunk payload ref, index)
     versions: dict[str, int] = field(default_factory=dict)  # key -> policy version that wrote y0
+    kinds: dict[str, str] = field(default_factory=dict)  # key -> "A:<edit kinds>" or "B:<counterfactual>"
+    offered: Counter = field(default_factory=Counter)  # counterfactual keys the critic chose for its prompts
     pending: int = 0  # prompts issued and not yet an example or a drop
     rejections: dict[str, int] = field(default_factory=dict)
     probe: tuple | None = None  # (rollout payload ref, records ref) of one chunk, for the log-prob check
+
+
+def pair_kind(meta: dict) -> str:
+    """A pair's label in metrics.jsonl: its branch, then the edit kinds (A) or the counterfactual's balance key
+    (B, when the critic gives one): "A:laterality", "B:presence:no>a"."""
+    if meta.get("branch") == "B" and meta.get("counterfactual"):
+        return f"B:{meta['counterfactual']}"
+    return f"{meta.get('branch', '?')}:{'+'.join(sorted(set(meta.get('kinds', [])))) or '?'}"
 
 
 def check_records(cfg: Config, records: dict) -> None:
@@ -66,7 +79,8 @@ def check_records(cfg: Config, records: dict) -> None:
 class Driver:
     """Runs the on-policy loop over a Fleet of actors; owns the ledger, cursor and checkpoints."""
 
-    def __init__(self, cfg: Config, records: dict, fleet: Fleet, resume: bool = False):
+    def __init__(self, cfg: Config, records: dict, fleet: Fleet, resume: bool = False,
+                 probe_records: list | None = None, balance: OnPolicyBalance | None = None):
         check_records(cfg, records)
         self.cfg, self.records, self.fleet = cfg, records, fleet
         self.n = cfg.train.batch_size
@@ -82,6 +96,8 @@ class Driver:
         self.history: list[dict] = []
         self.last_checkpoint: Path | None = None
         self.last_sync_s = 0.0
+        self.balance = balance  # counterfactual keep rates, refitted on-policy after each step
+        self.guard = GuardProbe(cfg, fleet, probe_records) if cfg.guard.every and probe_records else None
         if resume:
             self._restore()
         fleet.bind(self.ledger)
@@ -100,6 +116,8 @@ class Driver:
         total = self.cfg.train.steps
         bar = tqdm(total=total, initial=self.step, desc="fire-mpo", unit="step", dynamic_ncols=True)
         t0, pairs = time.monotonic(), 0
+        if self.guard is not None and self.guard.guard.baseline is None:
+            self.guard.probe(self.step)  # the warm start's baseline
         while self.step < total:
             while len(self.open) < 1 + self.s and self.step + len(self.open) < total:
                 self.open.append(StepBatch(self.step + len(self.open)))
@@ -109,8 +127,13 @@ class Driver:
             self.open.popleft()
             self._await_sync()  # the last step's weights are in every engine (strict mode: long since)
             metrics = self._train(batch)  # its export and the engines' loads are queued right behind it
-            if self.step % self.cfg.train.checkpoint_every == 0 or self.step == total:
+            verdict = self._guard_probe(total)
+            if verdict is not None:
+                metrics |= {f"probe_{k}": verdict[k] for k in PROBE_KEYS}
+            if self.step % self.cfg.train.checkpoint_every == 0 or self.step == total or (verdict or {}).get("best"):
                 self.checkpoint()
+            if (verdict or {}).get("best"):
+                self._mark("best")
             self._record(metrics)
             pairs += metrics["pairs"]
             bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
@@ -168,9 +191,11 @@ class Driver:
                 versions = {p["record_id"]: p["policy_version"] for p in done.meta["pairs"]}
                 paired = self._settle(batch, "editor", done.ids, list(versions), done.meta["rejected"], done.seconds)
                 batch.versions.update(versions)
+                batch.kinds.update((p["record_id"], pair_kind(p)) for p in done.meta["pairs"])
+                batch.offered.update(done.meta.get("offered", {}))
                 # Bounded async: a sample that will be trained more than s versions after the policy that
                 # wrote it is dropped (counted) and replaced; strict mode never sees one.
-                stale = {k: "stale" for k in paired if batch.step - versions[k] > self.s}
+                stale = {k: "stale" for k in paired if self.cfg.train.on_policy and batch.step - versions[k] > self.s}
                 keys = self._settle(batch, "staleness", paired, [k for k in paired if k not in stale], stale)
                 driver_metrics.stale_dropped(len(stale))
                 if keys:
@@ -216,11 +241,22 @@ class Driver:
             self.where.pop(k, None)
         staleness = [self.step - batch.versions[k] for k in trained]
         self.step += 1
+        pushed = metrics.pop("edit_tokens", {})
+        driver_metrics.edit_tokens(pushed)
+        if self.balance is not None:
+            # Deterministic: a strict step's prompts are all settled before it trains, and each editor
+            # call belongs to one step, so the rates depend on the steps trained, not on arrival order.
+            self.balance.observe(batch.offered)
+            self.fleet.set_keep_rates(self.balance.rates())
+        mix = Counter(batch.kinds.get(k, "?") for k in trained)
         return {"step": self.step, "pairs": len(trained),
                 "staleness_max": max(staleness, default=0), "staleness_mean": sum(staleness) / max(len(staleness), 1),
                 **{k: v for k, v in metrics.items() if isinstance(v, int | float)},
                 **({"logprob_mismatch": gap["logprob_max_abs_diff"],
                     "logprob_check_tokens": gap["tokens"]} if gap else {}),
+                "tokens_down": pushed.get("down", {}), "tokens_up": pushed.get("up", {}),
+                "pair_kinds": dict(sorted(mix.items())),
+                "counterfactuals_offered": dict(sorted(batch.offered.items())),
                 "keys": trained, "_staleness": staleness}
 
     def _check_logprobs(self, batch: StepBatch) -> dict | None:
@@ -233,6 +269,12 @@ class Driver:
         if gap is not None:
             driver_metrics.logprob_mismatch(gap["logprob_max_abs_diff"])
         return gap
+
+    def _guard_probe(self, total: int) -> dict | None:
+        every = self.cfg.guard.every
+        if self.guard is None or (self.step % every and self.step != total):
+            return None
+        return self.guard.probe(self.step)
 
     def _await_sync(self, stats: dict | None = None) -> None:
         """Wait for the weight sync in flight, if any; its span (optimizer step -> last engine loaded) is
@@ -263,14 +305,20 @@ class Driver:
             "ledger": self.ledger.to_json(),
             "in_flight": in_flight,
             "time": time.time(),
+            "guard": self.guard.guard.state() if self.guard is not None else None,
+            "counterfactuals_offered": dict(self.balance.offered) if self.balance is not None else None,
         }
         (ckpt / STATE_FILE).write_text(json.dumps(state))
-        tmp = self.out / "checkpoints" / "latest.tmp"
-        tmp.write_text(ckpt.name)
-        tmp.replace(self.out / "checkpoints" / "latest")
         self.last_checkpoint = ckpt
+        self._mark("latest")
         driver_metrics.checkpoint_written(state["time"])
         return ckpt
+
+    def _mark(self, name: str) -> None:
+        # checkpoints/<name> holds the step directory's name, replaced atomically.
+        tmp = self.out / "checkpoints" / f"{name}.tmp"
+        tmp.write_text(self.last_checkpoint.name)
+        tmp.replace(self.out / "checkpoints" / name)
 
     def _restore(self) -> None:
         latest = self.out / "checkpoints" / "latest"
@@ -286,9 +334,15 @@ class Driver:
         # resumed run trains the same records as an uninterrupted one.
         self.replay = list(state["in_flight"])
         self.ledger.in_flight = {}
+        if self.guard is not None:
+            self.guard.guard = Guard.restore(self.cfg.guard, state.get("guard"))
+        if self.balance is not None:
+            self.balance.offered = Counter(state.get("counterfactuals_offered") or {})
+            self.fleet.set_keep_rates(self.balance.rates())
         self.last_checkpoint = ckpt
         self._forget_after(self.step)
-        self._await_sync(self.fleet.sync_weights(version=self.step))
+        if self.cfg.train.on_policy:  # offline runs keep the warm start in the engines
+            self._await_sync(self.fleet.sync_weights(version=self.step))
 
     def _forget_after(self, step: int) -> None:
         # Steps the killed run logged after its last checkpoint are trained again: keep one line per step.
@@ -348,37 +402,62 @@ def load_train_records(cfg: Config, data_dir: Path) -> dict:
     return {r.record_id: r for r in records}
 
 
-def counterfactual_balance(cfg: Config, records: dict) -> dict[str, float] | None:
-    """The reference critic's keep rates for this training split (critics/balance.py), written to the run
-    directory for audit; None for an LLM critic."""
-    from medpo_ray.critics import reference_keep_rates
+def counterfactual_balance(cfg: Config, records: dict) -> OnPolicyBalance | None:
+    """The reference critic's counterfactual balance, its prior fitted on this training split's gold answers
+    (critics/balance.py; the prior's rates are written to the run directory); None for other critics."""
+    from medpo_ray.critics import reference_offer_totals
+    from medpo_ray.critics.balance import OnPolicyBalance
 
-    keep = reference_keep_rates(cfg.critic, records.values())
-    if keep is not None:
-        out = Path(cfg.run.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "counterfactual_balance.json").write_text(json.dumps(keep, indent=1))
-        dropped = sorted(k for k, v in keep.items() if v < 1)
-        print(f"[critic] counterfactuals balanced over {len(records)} training records; thinned: "
-              + (", ".join(f"{k} {keep[k]:.2f}" for k in dropped) or "none"))
-    return keep
+    totals = reference_offer_totals(cfg.critic, records.values())
+    if totals is None:
+        return None
+    balance = OnPolicyBalance(totals)
+    keep = balance.rates()
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "counterfactual_balance.json").write_text(json.dumps(keep, indent=1))
+    print(f"[critic] counterfactual keep rates fitted on {len(records)} training records' gold answers, "
+          f"refitted on-policy after each step; {sum(v < 1 for v in keep.values())} of {len(keep)} swaps thinned")
+    return balance
+
+
+def load_probe_records(cfg: Config, data_dir: Path) -> list | None:
+    """The guard's held-out split (guard.split), or None (guard off, or no such split: said once)."""
+    if not cfg.guard.every:
+        return None
+    if not cfg.train.on_policy:
+        print("[guard] offline run (train.on_policy: false): the engines keep the warm start, so the probe is off")
+        return None
+    from medpo_ray.sft.run import load_split
+
+    try:
+        records, _ = load_split(cfg, data_dir, cfg.guard.split)
+    except MedpoError as e:
+        print(f"[guard] cannot read the {cfg.guard.split!r} split of {data_dir} ({e}): the probe against harm is off")
+        return None
+    if not records:
+        print(f"[guard] no {cfg.guard.split!r} split in {data_dir}: the probe against harm is off")
+        return None
+    return records
 
 
 def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> dict:
     """Run the on-policy loop from `model_dir` (HF VLM); returns a summary with the ledger's counts."""
     records = load_train_records(cfg, Path(data_dir))
     check_records(cfg, records)
-    keep_rates = counterfactual_balance(cfg, records)
+    balance = counterfactual_balance(cfg, records)
+    probe_records = load_probe_records(cfg, Path(data_dir))
     _ray_init(cfg)
     t0 = time.monotonic()
-    fleet = Fleet(cfg, model_dir, keep_rates=keep_rates)
+    fleet = Fleet(cfg, model_dir, keep_rates=balance.rates() if balance is not None else None)
     try:
-        driver = Driver(cfg, records, fleet, resume=resume)
+        driver = Driver(cfg, records, fleet, resume=resume, probe_records=probe_records, balance=balance)
         driver.run()
     finally:
         fleet.shutdown()
     summary = {"steps": driver.step, "seconds": round(time.monotonic() - t0, 1), **driver.ledger.summary(),
                "checkpoint": str(driver.last_checkpoint),
-               "weight_transport": fleet.weight_transport}
+               "weight_transport": fleet.weight_transport,
+               **(driver.guard.summary(model_dir, driver.out) if driver.guard is not None else {})}
     (driver.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -58,12 +58,49 @@ def expected_use(keys: Sequence[str]) -> dict[str, float]:
     return out
 
 
-def fit_keep_rates(uses: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """keep[k] = min(U[k], U[mirror k]) / U[k], U summed over answers' `expected_use`."""
+def total_use(uses: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Expected uses summed over answers."""
     total: Counter[str] = Counter()
     for use in uses:
         total.update(use)
+    return dict(total)
+
+
+def keep_from_totals(total: Mapping[str, float]) -> dict[str, float]:
+    """keep[k] = min(U[k], U[mirror k]) / U[k] for every key used."""
     return {k: round(min(u, total.get(mirror(k), 0.0)) / u, 6) for k, u in sorted(total.items()) if u > 0}
+
+
+def fit_keep_rates(uses: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """keep[k] = min(U[k], U[mirror k]) / U[k], U summed over answers' `expected_use`."""
+    return keep_from_totals(total_use(uses))
+
+
+class OnPolicyBalance:
+    """Keep rates refitted on the counterfactuals the policy's right answers actually offer.
+
+    The gold answers' mix is only a prior: the answers a policy gets right lean towards the easy cases
+    (a clear side more often than a measured lesion), so rates fitted on gold data still leave
+    "presence:no>a" about twice as frequent as its mirror on-policy (measured). The driver adds each
+    step's offered keys (chosen before thinning) and sends the refitted rates to the span editors; the
+    prior counts as `prior_pairs` answers, so the first steps are not decided by a handful of pairs.
+    """
+
+    def __init__(self, prior: Mapping[str, float], prior_pairs: float = 100.0,
+                 offered: Mapping[str, float] | None = None):
+        scale = prior_pairs / max(sum(prior.values()), 1e-12)
+        self.prior = {k: v * scale for k, v in prior.items()}
+        self.offered: Counter[str] = Counter(offered or {})
+
+    def observe(self, offered: Mapping[str, int]) -> None:
+        """Count one step's offered counterfactual keys."""
+        self.offered.update(offered)
+
+    def rates(self) -> dict[str, float]:
+        """The keep rates for prior + observed offers."""
+        total = Counter(self.prior)
+        total.update(self.offered)
+        return keep_from_totals(total)
 
 
 def kept(key: str, keep: Mapping[str, float] | None, seed: int) -> bool:

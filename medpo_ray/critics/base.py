@@ -39,6 +39,7 @@ class CriticVerdict:
     critic: str = ""
     reason: str = ""
     raw: str = ""  # the critic's raw output, truncated, for audit
+    counterfactual: str = ""  # branch B from a rule critic: the swap's balance key ("presence:no>a")
 
 
 class Critic(ABC):

@@ -21,6 +21,7 @@ import hashlib
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from medpo_ray.critics import balance
 from medpo_ray.critics.answer import abstain
@@ -220,6 +221,10 @@ class ReferenceCritic(Critic):
         # (critics/balance.py); None keeps every one (evaluation, where only "wrong" verdicts count).
         self.keep_rates = dict(keep_rates) if keep_rates is not None else None
 
+    def set_keep_rates(self, keep_rates: Mapping[str, float] | None) -> None:
+        """New keep rates (the driver refits them on the counterfactuals the policy's answers offer)."""
+        self.keep_rates = dict(keep_rates) if keep_rates is not None else None
+
     def counterfactual(self, record: Record, options: Sequence[tuple[str, Edit]]) -> CriticVerdict:
         """Branch B: one balanced counterfactual of the options, or an abstention ("balance" when its
         direction is over-used in the data, "no_counterfactual" when there is none)."""
@@ -228,8 +233,9 @@ class ReferenceCritic(Critic):
         seed = stable_hash(record.record_id)
         key, edit = balance.choose(options, seed)
         if not balance.kept(key, self.keep_rates, seed):
-            return abstain("balance", f"counterfactual {key} dropped to keep its mirror's rate", self.name)
-        return CriticVerdict("right", (edit,), self.name, f"y0 agrees; counterfactual {key}")
+            dropped = abstain("balance", f"counterfactual {key} dropped to keep its mirror's rate", self.name)
+            return replace(dropped, counterfactual=key)
+        return CriticVerdict("right", (edit,), self.name, f"y0 agrees; counterfactual {key}", counterfactual=key)
 
     def counterfactual_keys(self, record: Record) -> list[str]:
         """The balance keys of the counterfactuals the gold answer of `record` offers (for fitting keep

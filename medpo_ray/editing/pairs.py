@@ -68,6 +68,7 @@ class PreferencePair:
     raw: str
     policy_version: int
     edit_kinds: tuple[str, ...] = ()
+    counterfactual: str = ""  # branch B: the critic's balance key of the swap, when it gives one
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ def build_pair(record: Record, y0: str, verdict: CriticVerdict, policy_version: 
             return reject("low_similarity", f"word similarity {sim:.2f} (limit {limits.min_similarity})")
     return PreferencePair(rid, y_plus, y_minus, tuple(spans_plus), tuple(spans_minus), branch, verdict.critic,
                           verdict.raw[: limits.raw_chars], int(policy_version),
-                          tuple(e.kind for e in verdict.edits))
+                          tuple(e.kind for e in verdict.edits), verdict.counterfactual if branch == "B" else "")
 
 
 def _words(text: str) -> list[tuple[str, int, int]]:
@@ -210,8 +211,8 @@ class EditBatch:
     def meta(self) -> dict:
         """The small part a driver fetches: pair keys (id, version, branch), rejections by id, counts."""
         return {
-            "pairs": [{"record_id": p.record_id, "policy_version": p.policy_version, "branch": p.branch}
-                      for p in self.pairs],
+            "pairs": [{"record_id": p.record_id, "policy_version": p.policy_version, "branch": p.branch,
+                       "kinds": list(p.edit_kinds), "counterfactual": p.counterfactual} for p in self.pairs],
             "rejected": {r.record_id: r.reason for r in self.rejections},
             "counts": self.counts(),
         }

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from medpo_ray.data.record import Record
 from medpo_ray.eval import metrics
+from medpo_ray.eval.items import per_item
 from medpo_ray.eval.structured import generate_texts, score_outputs
 
 # (key, label, higher is better) of the headline numbers, in table order.
@@ -99,7 +100,8 @@ class Evaluator:
         texts, unusable = self.generate(model_dir)
         t_gen = time.perf_counter() - t0
         result = {"model": str(model_dir), **score_text_metrics(self.records, texts, self.tol, self.critic),
-                  "structured": score_outputs(self.records, texts, self.tol, bad=unusable)}
+                  "structured": score_outputs(self.records, texts, self.tol, bad=unusable),
+                  "items": per_item(self.records, texts, self.tol, self.critic)}
         rows, bad = grounding_rows(model_dir, self.records, self.corruption_cfg, self.grounding_studies)
         result["grounding"] = {**metrics.grounding_summary(rows), "skipped": len(bad)}
         result["seconds"] = {"generate": round(t_gen, 1), "total": round(time.perf_counter() - t0, 1)}

@@ -20,6 +20,21 @@ def completion_logprobs(model, batch: dict) -> list[list[float]]:
     return [picked[i][mask[i]].tolist() for i in range(picked.shape[0])]
 
 
+def gold_token_logprobs(model, processor, records: Sequence, batch_size: int = 8) -> list[list[tuple[str, float]]]:
+    """(token text, log p(token | image, prompt, gold prefix)) for every token of each record's gold answer
+    (`record.target`, tokenized as training tokenizes a completion: no special tokens)."""
+    tok = processor.tokenizer
+    out: list[list[tuple[str, float]]] = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start: start + batch_size]
+        ids = [tok(r.target, add_special_tokens=False)["input_ids"] for r in chunk]
+        batch = build_batch(processor, [open_image(r.image, r.record_id) for r in chunk],
+                            [r.prompt for r in chunk], ids)
+        for row_ids, lps in zip(ids, completion_logprobs(model, batch), strict=True):
+            out.append([(tok.decode([i]), lp) for i, lp in zip(row_ids, lps, strict=True)])
+    return out
+
+
 def logprob_mismatch(model, processor, rollouts: Sequence, images: dict, prompts: dict,
                      batch_size: int = 8) -> dict:
     """Compare each rollout's vLLM log-probs with transformers on the same (image, prompt, tokens).

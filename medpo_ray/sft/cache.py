@@ -54,7 +54,8 @@ def cache_key(cfg: Config, data_fp: str, model_fp: str) -> str:
         "data": data_fp,
         "model": model_fp,
         "task": cfg.data.task,
-        "sft": cfg.sft.model_dump(exclude=_SFT_NOT_IN_KEY | {k for k in _OFF_KNOBS if not getattr(cfg.sft, k)}),
+        "sft": cfg.sft.model_dump(exclude=_SFT_NOT_IN_KEY | {k for k in _OFF_KNOBS if not getattr(cfg.sft, k)}
+                                  | (set() if cfg.sft.noise.active else {"noise"})),
         "seed": cfg.run.seed,
         "dtype": cfg.model.dtype,
         "max_model_len": cfg.model.max_model_len,

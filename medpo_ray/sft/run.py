@@ -132,6 +132,10 @@ def ensure_sft(cfg: Config, force: bool = False, progress: bool = True) -> Check
     records, bad = load_split(cfg, data_dir, "train")
     if bad:
         print(f"sft: {len(bad)} training records quarantined, first: {bad[0]}", file=sys.stderr)
+    if cfg.sft.noise.active:
+        from medpo_ray.sft.noise import apply_noise
+
+        records = apply_noise(records, cfg.sft.noise)
     tmp = cache.staging_dir(root, key)
     try:
         stats = train_sft(base, records, cfg.sft, tmp, seed=cfg.run.seed, dtype=cfg.model.dtype,

@@ -20,6 +20,7 @@ from medpo_ray.training import checkpoint
 from medpo_ray.training.collate import Collated, TrainExample, collate
 from medpo_ray.training.dist import DistEnv, all_ranks_agree, init_distributed
 from medpo_ray.training.ds_config import build_ds_config, reference_ds_config
+from medpo_ray.training.edit_tokens import edit_token_counts, merge
 from medpo_ray.training.errors import TrainBatchError
 from medpo_ray.training.finetune import is_lora, prepare_policy
 from medpo_ray.training.optim import build_optimizer, build_scheduler
@@ -130,6 +131,7 @@ class Learner:
         sums: dict[str, float] = {}
         weights: dict[str, float] = {}
         trained: list[str] = []
+        pushed = []
         for c in micro:
             inputs = self._inputs(c)
             ref_logits = self._reference_logits(inputs)
@@ -138,6 +140,7 @@ class Learner:
             self.engine.backward(loss)
             self.engine.step()
             trained += c.batch.example_ids
+            pushed.append(edit_token_counts(c.batch, self._decode))
             n = diag["pairs"] - diag["skipped_pairs"]
             for k, v in diag.items():
                 w = 1.0 if k in _COUNTS else n
@@ -148,8 +151,12 @@ class Learner:
         grad_norm = self.engine.get_global_grad_norm()
         metrics |= {"step": self.step, "skipped_step": 0.0, "lr": lr, "examples": float(len(trained)),
                     "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-                    "bad_examples": float(len(bad)), "bad": bad, "trained_ids": trained}
+                    "bad_examples": float(len(bad)), "bad": bad, "trained_ids": trained,
+                    "edit_tokens": merge(pushed)}
         return metrics
+
+    def _decode(self, token_id: int) -> str:
+        return self.processor.tokenizer.decode([token_id])
 
     @torch.no_grad()
     def logprob_gap(self, rollouts: Sequence, images: dict, prompts: dict) -> dict:
@@ -165,6 +172,21 @@ class Learner:
         try:
             return logprob_mismatch(lambda **inputs: self.engine(**self._to_device(inputs)), self.processor,
                                     rollouts, images, prompts)
+        finally:
+            module.train(was_training)
+
+    @torch.no_grad()
+    def gold_logprobs(self, records: Sequence) -> list[list[tuple[str, float]]]:
+        """Token log-probs of each record's gold answer under this rank's policy (the guard's probe set;
+        medpo_ray/guard.py). Eval mode; a collective under ZeRO-3, so every rank scores the same records."""
+        from medpo_ray.rollout.logprob_check import gold_token_logprobs
+
+        module = self.engine.module
+        was_training = module.training
+        module.eval()
+        try:
+            return gold_token_logprobs(lambda **inputs: self.engine(**self._to_device(inputs)), self.processor,
+                                       records)
         finally:
             module.train(was_training)
 

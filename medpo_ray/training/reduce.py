@@ -1,11 +1,15 @@
 """Combining the per-rank results of one data-parallel step into the step's metrics."""
 from __future__ import annotations
 
+from medpo_ray.training.edit_tokens import merge
+
 # Counts add up over ranks; the rest of the loss diagnostics are means over each rank's kept pairs.
 SUMMED = ("pairs", "skipped_pairs", "examples", "bad_examples")
 # The same on every rank (set by the optimizer step, which all ranks take together): rank 0's value.
 SHARED = ("step", "lr", "grad_norm", "skipped_step")
 LISTS = ("bad", "trained_ids")
+# Counts by token and direction (training/edit_tokens.py): added up over ranks.
+TOKEN_COUNTS = "edit_tokens"
 
 
 def reduce_metrics(per_rank: list[dict]) -> dict:
@@ -13,6 +17,8 @@ def reduce_metrics(per_rank: list[dict]) -> dict:
     out: dict = {}
     for key in LISTS:
         out[key] = [x for m in per_rank for x in m.get(key, [])]
+    if any(TOKEN_COUNTS in m for m in per_rank):
+        out[TOKEN_COUNTS] = merge(m[TOKEN_COUNTS] for m in per_rank if TOKEN_COUNTS in m)
     for key in SUMMED:
         if any(key in m for m in per_rank):
             out[key] = sum(float(m.get(key, 0.0)) for m in per_rank)

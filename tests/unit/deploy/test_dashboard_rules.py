@@ -19,7 +19,7 @@ RULES = DEPLOY / "prometheus/rules.yaml"
 # Grafana's built-in interval variables, replaced by what Grafana would put there.
 GRAFANA_BUILTINS = {"$__rate_interval": "1m", "$__interval": "30s", "$__range": "1h"}
 ALERTS = {"MedpoLearnerStalled", "MedpoQueueSaturated", "MedpoCriticRejectionHigh", "MedpoLogprobMismatch",
-          "MedpoCheckpointTooOld"}
+          "MedpoCheckpointTooOld", "MedpoPolicyWorseThanWarmStart"}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:

@@ -103,7 +103,7 @@ def test_space_token_of_a_split_number_is_in_the_mask():
     ids_plus, mask_plus = token_mask_for_text(tok, y_plus, spans_plus)
     assert [tok.decode([i]) for i in ids_plus] == ["A", " ", "1", "2", " mm"]
     assert [tok.decode([i]) for i in ids_minus] == ["A", " 7", " mm"]
-    first = next(i for i, (a, b) in enumerate(zip(ids_plus, ids_minus)) if a != b)
+    first = next(i for i, (a, b) in enumerate(zip(ids_plus, ids_minus, strict=False)) if a != b)
     assert mask_plus[first] == mask_minus[first] == 1
     assert mask_plus == [0, 1, 1, 1, 0] and mask_minus == [0, 1, 0]
     # Without the text (offsets only) the space token is left out: the gap this closes.

@@ -130,8 +130,10 @@ def test_builder_counts_and_drops_duplicates():
     assert builder.counts == {"pairs_A": 1, "pairs_B": 1, "duplicate": 1, "edit_not_found": 1, "abstain": 1}
     assert set(builder.counts) - {"pairs_A", "pairs_B"} <= set(REASONS)
     assert batch.meta() == {
-        "pairs": [{"record_id": "s1/report", "policy_version": 2, "branch": "A"},
-                  {"record_id": "s2/report", "policy_version": 2, "branch": "B"}],
+        "pairs": [{"record_id": "s1/report", "policy_version": 2, "branch": "A", "kinds": [""],
+                   "counterfactual": ""},
+                  {"record_id": "s2/report", "policy_version": 2, "branch": "B", "kinds": [""],
+                   "counterfactual": ""}],
         "rejected": {"s1/report": "edit_not_found"},  # the last word on a record id
         "counts": batch.counts()}
     with pytest.raises(ValueError, match="2 records, 1 answers"):
