@@ -18,7 +18,7 @@ def register(add) -> None:
     p = add("demo", help="run the embedded default end to end and compare SFT with the aligned policy")
     add_config_args(p)
     p.add_argument("--split", default="test", choices=("val", "test"), help="held-out split to compare on")
-    p.add_argument("--eval-studies", type=int, default=200, metavar="N",
+    p.add_argument("--eval-studies", type=int, default=1000, metavar="N",
                    help="studies of the held-out split to evaluate (their report and VQA records)")
     p.set_defaults(func=_demo)
 
@@ -33,7 +33,10 @@ def _held_out(cfg, data_dir: Path, split: str, studies: int) -> list:
 
 def _demo(args) -> int:
     from medpo_ray.config import load_config
-    from medpo_ray.eval.structured import evaluate, format_table
+    from medpo_ray.eval.structured import score_majority
+    from medpo_ray.eval.study_tables import paired_tables
+    from medpo_ray.eval.suite import Evaluator, headline
+    from medpo_ray.eval.tables import markdown_table
     from medpo_ray.pipeline import train
     from medpo_ray.sft.run import ensure_data, ensure_sft, load_split
 
@@ -50,16 +53,21 @@ def _demo(args) -> int:
           f"Prometheus at http://{cfg.metrics.host}:{cfg.metrics.export_port}/metrics while it runs")
     summary = train(cfg, str(sft.path), data_dir)
     aligned = Path(summary["checkpoint"]) / "model"
-    print(f"[demo]     {json.dumps(summary)}")
-    print(f"[demo] 4/4 greedy evaluation on the {args.split} split (vLLM): SFT vs aligned")
+    print(f"[demo]     {json.dumps({k: v for k, v in summary.items() if k != 'probes'})}")
     held_out = _held_out(cfg, data_dir, args.split, args.eval_studies)
+    print(f"[demo] 4/4 greedy evaluation on {len(held_out)} {args.split} records (vLLM): SFT vs the aligned "
+          f"policy after {summary['steps']} steps, paired over the same records")
     train_records, _ = load_split(cfg, data_dir, "train")
-    before = evaluate(sft.path, held_out, train_records, dtype=cfg.model.dtype,
-                      max_model_len=cfg.model.max_model_len)
-    after = evaluate(aligned, held_out, blank=False, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len)
-    results = {"majority": before["majority"], "blank image": before["blank image"], "SFT": before["model"],
-               "FiRe-MPO": after["model"]}
-    print(format_table(results))
+    ev = Evaluator(held_out, tol=cfg.critic.measurement_tolerance_mm, max_tokens=cfg.rollout.max_tokens,
+                   corruption_cfg=cfg.corruption, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len)
+    before, after = ev.evaluate(sft.path), ev.evaluate(aligned)
+    majority = score_majority(held_out, train_records, cfg.critic.measurement_tolerance_mm)
+    table = markdown_table({"majority": {k: majority.get(k) for k in majority if k != "n"},
+                            "SFT": headline(before), "FiRe-MPO": headline(after)})
+    paired = paired_tables({"SFT": [before["items"]], "FiRe-MPO": [after["items"]]}, ["SFT"])
+    print(table + "\n\n" + paired["markdown"])
+    results = {"SFT": headline(before), "FiRe-MPO": headline(after), "majority": majority,
+               "paired": paired["tests"], "guard": {k: summary.get(k) for k in ("best_step", "best_model")}}
     (out / "demo_results.json").write_text(json.dumps(results, indent=1))
     print(f"[demo] done in {time.monotonic() - t0:.0f} s; results in {out / 'demo_results.json'}")
     return 0

@@ -68,14 +68,18 @@ def vqa_counterfactuals(record: Record, y0: str, tol: float) -> list[tuple[str, 
     if isinstance(found, str):
         return []
     kind, hit = found
+    # Balanced per question type: "no" is the usual right answer to "Is this image an MRI?" and "yes" to
+    # "Is there a nodule?", so yes/no swaps balanced only overall still pushed "no" down on modality
+    # questions and "yes" on presence questions (measured: VQA accuracy fell while reports improved).
+    asked = record.question_type or kind
     if hit.re is _MM:
         y, shift = int(hit.group(1)), max(5, int(2 * tol) + 1)
         moves = [("down", y - shift)] if y - shift >= 1 else []
-        return [(f"vqa-measurement:{d}", _edit(y0, hit.span(1), str(v), "measurement"))
+        return [(f"vqa-{asked}-mm:{d}", _edit(y0, hit.span(1), str(v), "measurement"))
                 for d, v in [*moves, ("up", y + shift)]]
     edit_kind = _KIND[record.question_type if record.question_type in _KIND else kind]
     old = hit.group(0)
-    return [(f"vqa-{kind}:{old.lower()}>{w.lower()}", _edit(y0, hit.span(), _cased(old, w), edit_kind))
+    return [(f"vqa-{asked}:{old.lower()}>{w.lower()}", _edit(y0, hit.span(), _cased(old, w), edit_kind))
             for w in VOCAB[kind] if w.lower() != old.lower()]
 
 

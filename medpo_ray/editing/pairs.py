@@ -34,6 +34,7 @@ REASONS = (
     "too_many_edited_words",  # more than max_edit_fraction of the words changed
     "low_similarity",  # word-level similarity of y+ and y- under min_similarity
     "duplicate",  # the same (record id, y+, y-) was built before
+    "token_shape",  # branch B: the counterfactual's edited words take another number of tokens than y0's
 )
 Reason = str  # one of REASONS
 _WORD = re.compile(r"\w")
@@ -127,11 +128,11 @@ def apply_edits(y0: str, edits: Sequence[Edit], limits: PairLimits) -> str | tup
     return "".join(out) + y0[pos:]
 
 
-def _mask_empty(text: str, spans: Sequence[Span], tokenizer) -> bool:
-    # With the training tokenizer the test is on tokens: a normalizer may drop the only changed characters.
+def _masked_tokens(text: str, spans: Sequence[Span], tokenizer) -> int:
+    # With the training tokenizer the count is of tokens: a normalizer may drop the only changed characters.
     if tokenizer is None:
-        return not any(b > a for a, b in spans)
-    return not any(token_mask_for_text(tokenizer, text, spans)[1])
+        return sum(b > a for a, b in spans)
+    return sum(token_mask_for_text(tokenizer, text, spans)[1])
 
 
 def build_pair(record: Record, y0: str, verdict: CriticVerdict, policy_version: int,
@@ -168,9 +169,16 @@ def build_pair(record: Record, y0: str, verdict: CriticVerdict, policy_version: 
     branch = "A" if verdict.verdict == "wrong" else "B"
     y_plus, y_minus = (edited, y0) if branch == "A" else (y0, edited)
     spans_minus, spans_plus = word_diff(y_minus, y_plus)
+    masked = {}
     for side, text, spans in (("y+", y_plus, spans_plus), ("y-", y_minus, spans_minus)):
-        if _mask_empty(text, spans, tokenizer):
+        masked[side] = _masked_tokens(text, spans, tokenizer)
+        if not masked[side]:
             return reject("empty_mask", f"the spans on {side} cover no token")
+    if branch == "B" and tokenizer is not None and masked["y+"] != masked["y-"]:
+        # A counterfactual number the tokenizer splits into digits while the true one is a single token
+        # ("47" vs "52"): the pair would teach that split digits are wrong, not that the value is (measured:
+        # every single-digit token pushed down, no merged number token ever). Corrections (branch A) stay.
+        return reject("token_shape", f"{masked['y-']} edited tokens in y- vs {masked['y+']} in y+")
     wp, wm = _words(y_plus), _words(y_minus)
     if max(len(wp), len(wm)) > limits.short_answer_words:
         frac = max(_covered(wp, spans_plus) / max(len(wp), 1), _covered(wm, spans_minus) / max(len(wm), 1))

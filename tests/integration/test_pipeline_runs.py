@@ -97,6 +97,42 @@ def test_the_engines_serve_exactly_the_weights_the_learner_trains_from(pipeline_
     assert "staleness:stale" not in ledger.dropped.values()
 
 
+def test_the_guard_probes_the_warm_start_and_the_last_step_and_logs_the_evidence(pipeline_setup, uninterrupted):
+    out = Path(pipeline_setup.recipe("strict")["run"]["out_dir"])
+    probes = uninterrupted["probes"]
+    assert [p["step"] for p in probes] == [0, STEPS]  # guard.every (25) > STEPS: the start and the end
+    assert all(p["answers"] > 0 and p["edits_per_answer"] >= 0 for p in probes)
+    assert probes[0]["max_token_drop"] == 0 and not probes[0]["regressed"]
+    best = uninterrupted["best_step"]
+    assert best in (0, STEPS)
+    if best:
+        assert (out / "checkpoints" / "best").read_text() == f"step-{best:06d}"
+        assert uninterrupted["best_model"].endswith(f"step-{best:06d}/model")
+    else:
+        assert uninterrupted["best_model"] == pipeline_setup.model_dir
+    steps = _steps(out)
+    assert steps[-1]["probe_edits_per_answer"] == probes[-1]["edits_per_answer"]
+    # Which tokens each step pushed down (y-) and up (y+), and what kind of pair each example was.
+    for s in steps:
+        assert sum(s["pair_kinds"].values()) == BATCH
+        assert all(k[:2] in ("A:", "B:") for k in s["pair_kinds"])
+        assert sum(s["tokens_down"].values()) > 0 and sum(s["tokens_up"].values()) > 0
+    b_keys = [k for s in steps for k in s["pair_kinds"] if k.startswith("B:")]
+    assert all(":" in k[2:] for k in b_keys)  # a branch-B pair names its counterfactual's balance key
+
+
+def test_offline_gold_reference_dpo_trains_on_the_warm_starts_answers(pipeline_setup, pipeline_ray):
+    # The static-reference baseline: y+ = the dataset's answer, y- = the warm start's own answer, engines
+    # never updated (every sample from policy version 0, none dropped as stale), no guard probe.
+    summary = _train(pipeline_setup, "offline", train={"on_policy": False, "steps": 2, "checkpoint_every": 2},
+                     critic={"backend": "gold"}, loss={"preset": "dpo"})
+    assert summary["steps"] == 2 and summary["trained"] == 2 * BATCH and summary["lost"] == 0
+    assert "probes" not in summary
+    steps = _steps(Path(pipeline_setup.recipe("offline")["run"]["out_dir"]))
+    assert [s["staleness_max"] for s in steps] == [0, 1]
+    assert all(set(s["pair_kinds"]) == {"A:reference"} for s in steps)
+
+
 def test_bounded_async_trains_every_step_on_samples_at_most_one_version_old(pipeline_setup, pipeline_ray):
     # The weights go through the object store here (the transport for engines on other nodes).
     summary = _train(pipeline_setup, "async", train={"max_staleness": 1}, rollout={"weight_transport": "object_store"})

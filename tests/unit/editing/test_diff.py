@@ -88,15 +88,35 @@ def test_token_masks_non_empty_and_eos_never_masked(tokenizer, a, b):
         assert spans_to_token_mask(enc["offset_mapping"], spans)[-1] == 0
 
 
-def test_space_token_of_a_split_number_is_in_the_mask():
-    """A BPE that writes " 7" as one token but " 12" as " " + "1" + "2": the first token where y+ and y-
-    differ (" " vs " 7") must be masked on both sides, though the word diff's spans start after the space."""
+def _bpe():
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
     vocab = {t: i for i, t in enumerate(["[UNK]", "A", " ", "1", "2", "7", "m", " 7", " m", " mm"])}
     bpe = Tokenizer(models.BPE(vocab=vocab, merges=[(" ", "7"), (" ", "m"), (" m", "m")], unk_token="[UNK]"))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe)
+
+
+def test_a_counterfactual_of_another_token_shape_is_rejected_a_correction_is_not():
+    from medpo_ray.critics.base import CriticVerdict, Edit
+    from medpo_ray.data.record import Record
+    from medpo_ray.editing.pairs import PreferencePair, Rejection, build_pair
+
+    rec = Record("r1", "report", b"", "Describe.", "A 12 mm")
+    swap = (Edit("12", "7", 2, "measurement"),)
+    out = build_pair(rec, "A 12 mm", CriticVerdict("right", swap, "t"), 0, tokenizer=_bpe())
+    assert isinstance(out, Rejection) and out.reason == "token_shape"
+    fix = build_pair(rec, "A 12 mm", CriticVerdict("wrong", swap, "t"), 0, tokenizer=_bpe())
+    assert isinstance(fix, PreferencePair)
+    same = build_pair(rec, "A 12 mm", CriticVerdict("right", (Edit("12", "21", 2, "measurement"),), "t"), 0,
+                      tokenizer=_bpe())
+    assert isinstance(same, PreferencePair)
+
+
+def test_space_token_of_a_split_number_is_in_the_mask():
+    """A BPE that writes " 7" as one token but " 12" as " " + "1" + "2": the first token where y+ and y-
+    differ (" " vs " 7") must be masked on both sides, though the word diff's spans start after the space."""
+    tok = _bpe()
     y_minus, y_plus = "A 7 mm", "A 12 mm"
     spans_minus, spans_plus = word_diff(y_minus, y_plus)
     ids_minus, mask_minus = token_mask_for_text(tok, y_minus, spans_minus)
