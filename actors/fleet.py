@@ -48,7 +48,9 @@ class Fleet:
         self.rollout = StagePool("rollout", self.rollout_actors, "rollout", ledger,
                                  deadline_s=t.deadline_s("rollout"), on_restart=self._resync,
                                  extra_args=(self.spec,))
-        self.editor = StagePool("editor", editors, "edit_rollouts", ledger, deadline_s=t.deadline_s("editor"))
+        self.keep_rates = keep_rates
+        self.editor = StagePool("editor", editors, "edit_rollouts", ledger, deadline_s=t.deadline_s("editor"),
+                                on_restart=self._rebalance)
         self.corruption = StagePool("corruption", workers, "examples", ledger,
                                     deadline_s=t.deadline_s("corruption"))
         # Engines must be up before the learner group claims its CPUs for DeepSpeed set-up.
@@ -123,8 +125,16 @@ class Fleet:
 
     def set_keep_rates(self, keep_rates: dict[str, float]) -> None:
         """New counterfactual keep rates for every span editor, ahead of any edit submitted after this."""
+        self.keep_rates = keep_rates
         for e in self.editor.actors:
             e.set_keep_rates.remote(keep_rates)
+
+    def _rebalance(self, actor) -> None:
+        # A restarted editor starts from its constructor's keep rates: give it the current ones first.
+        try:
+            ray.get(actor.set_keep_rates.remote(self.keep_rates))
+        except RayActorError as e:
+            raise StageError("editor", f"restarted span editor lost while taking the keep rates: {e}") from e
 
     def probe_answers(self, records: list) -> tuple[dict[str, str], set[int]]:
         """Greedy answers of the rollout engines to `records` (the guard's held-out slice), split over the

@@ -30,6 +30,10 @@ class SpanEditor:
             # With the training tokenizer, a pair whose spans cover no token is rejected here, not in training.
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.critic = make_critic(critic_cfg, keep_rates)
+        if critic_cfg.backend == "gold" and limits is None:
+            # The static-reference baseline pairs the whole reference with the whole answer: the minimal-edit
+            # filters (share of words edited, similarity) would refuse it by design.
+            limits = PairLimits(max_edit_fraction=1.0, min_similarity=0.0)
         self.builder = PairBuilder(limits, tokenizer)
 
     def edit(self, records: Sequence[Record], answers: Sequence[str], policy_version: int | Sequence[int]

@@ -36,7 +36,6 @@ from medpo_ray.training.errors import LearnerFailed
 
 STATE_FILE = "driver_state.json"
 METRICS_FILE = "metrics.jsonl"
-MAX_ISSUE_FACTOR = 4  # a step that needs more than 4x its prompts to fill is a critic/config problem
 
 
 class RunStopped(MedpoError):
@@ -149,11 +148,11 @@ class Driver:
         need = self.n - len(batch.examples) - batch.pending
         if need <= 0:
             return
-        if len(batch.issued) + need > MAX_ISSUE_FACTOR * self.n:
+        if len(batch.issued) + need > self.cfg.train.max_prompts_per_pair * self.n:
             raise MedpoError(
                 f"step {batch.step}: {len(batch.issued)} prompts gave only {len(batch.examples)} valid pairs "
                 f"(rejections: {batch.rejections}); the critic rejects almost everything: check the critic "
-                "configuration and the policy's outputs")
+                "configuration and the policy's outputs (train.max_prompts_per_pair bounds the prompts a pair may take)")
         keys, self.replay = self.replay[:need], self.replay[need:]  # replayed keys were issued before
         fresh = self.cursor.take(need - len(keys))
         self.ledger.issue(fresh)

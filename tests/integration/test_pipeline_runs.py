@@ -27,7 +27,8 @@ from safetensors.torch import load_file
 from actors.fleet import Fleet
 from medpo_ray.cli import main
 from medpo_ray.ledger import Ledger
-from medpo_ray.pipeline import METRICS_FILE, STATE_FILE, Driver, RunStopped, load_train_records
+from medpo_ray.pipeline import (METRICS_FILE, STATE_FILE, Driver, RunStopped, counterfactual_balance,
+                                load_probe_records, load_train_records)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -203,9 +204,12 @@ class Saboteur(threading.Thread):
 def sabotaged(pipeline_setup, pipeline_ray):
     """A strict run of STEPS steps that loses its rollout engine, its editor and a learner rank."""
     cfg = pipeline_setup.config("faults")
-    fleet = Fleet(cfg, pipeline_setup.model_dir)
+    records = load_train_records(cfg, pipeline_setup.data_dir)
+    balance = counterfactual_balance(cfg, records)  # as `medpo-ray train` builds its run
+    fleet = Fleet(cfg, pipeline_setup.model_dir, keep_rates=balance.rates())
     try:
-        driver = Driver(cfg, load_train_records(cfg, pipeline_setup.data_dir), fleet)
+        driver = Driver(cfg, records, fleet, balance=balance,
+                        probe_records=load_probe_records(cfg, pipeline_setup.data_dir))
         saboteur = Saboteur(driver, fleet)
         saboteur.start()
         try:
@@ -234,8 +238,9 @@ def test_killed_stage_actors_are_restarted_and_their_records_reissued(sabotaged)
     assert len(ledger.trained) == len(set(ledger.trained)) == 3 * BATCH
     in_flight = {k for ids in ledger.in_flight.values() for k in ids}
     assert set(ledger.trained) | set(ledger.dropped) | in_flight == ledger.issued
-    # The restarted engine got the current weights before its re-issued call: no answer came back stale.
-    assert not ledger.dropped
+    # The restarted engine got the current weights before its re-issued call: no answer came back stale
+    # (the only drops are the critic's abstentions, e.g. a counterfactual thinned for balance).
+    assert set(ledger.dropped.values()) <= {"editor:abstain"}
     assert [s["staleness_max"] for s in driver.history] == [0, 0, 0]
 
 

@@ -29,7 +29,7 @@ from tests.unit.training.examples import build_tiny_model
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 STUDIES = 48
-STEPS = 30
+STEPS = 45
 BOUND = 1.0  # nats: the guard's default guard.max_token_drop
 MIN_COUNT = 5  # token types seen fewer times on the gold answers are not judged (guard.min_token_count)
 # The recipe of configs/demo.yaml's loss section (RESULTS.md says why): FiRe-MPO with an NLL anchor on y+.
