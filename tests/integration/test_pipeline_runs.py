@@ -27,8 +27,15 @@ from safetensors.torch import load_file
 from actors.fleet import Fleet
 from medpo_ray.cli import main
 from medpo_ray.ledger import Ledger
-from medpo_ray.pipeline import (METRICS_FILE, STATE_FILE, Driver, RunStopped, counterfactual_balance,
-                                load_probe_records, load_train_records)
+from medpo_ray.pipeline import (
+    METRICS_FILE,
+    STATE_FILE,
+    Driver,
+    RunStopped,
+    counterfactual_balance,
+    load_probe_records,
+    load_train_records,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
