@@ -4,11 +4,8 @@ import pytest
 
 from medpo_ray.config import GuardConfig
 from medpo_ray.critics.reference import ReferenceCritic
-from medpo_ray.data.lesions import LesionParams
-from medpo_ray.data.record import Record
-from medpo_ray.data.reports import REPORT_PROMPT
-from medpo_ray.data.synth import generate_study
 from medpo_ray.guard import Guard, probe_slice, score_answers, token_means
+from tests.unit.generated import generated_records
 
 pytestmark = pytest.mark.unit
 
@@ -37,16 +34,7 @@ def test_first_probe_is_the_baseline_and_a_worse_one_is_flagged():
 
 @pytest.fixture(scope="module")
 def records():
-    params = LesionParams.from_difficulty(0.5, 112)
-    out = []
-    for i in range(12):
-        row, questions = generate_study(i, 3, 112, params)
-        f = {**row["findings"], "lesions": row["lesions"]}
-        out.append(Record(row["study_id"], "report", b"", REPORT_PROMPT, row["report"], findings=f,
-                          study_id=row["study_id"]))
-        out += [Record(q["qid"], "vqa", b"", q["question"], q["answer"], findings=f, study_id=row["study_id"],
-                       question_type=q["question_type"], answer_type=q["answer_type"]) for q in questions]
-    return out
+    return generated_records(12, 3)
 
 
 def test_scores_of_gold_answers_and_of_broken_ones(records):

@@ -7,25 +7,14 @@ import pytest
 from medpo_ray.config import CriticConfig
 from medpo_ray.critics import balance, reference_keep_rates
 from medpo_ray.critics.reference import ReferenceCritic
-from medpo_ray.data.lesions import LesionParams
-from medpo_ray.data.record import Record
-from medpo_ray.data.reports import REPORT_PROMPT
-from medpo_ray.data.synth import generate_study
+from tests.unit.generated import generated_records
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
 def records():
-    params = LesionParams.from_difficulty(0.5, 112)
-    out = []
-    for i in range(400):
-        row, questions = generate_study(i, 11, 112, params)
-        f = {**row["findings"], "lesions": row["lesions"]}
-        out.append(Record(row["study_id"], "report", b"", REPORT_PROMPT, row["report"], findings=f))
-        out += [Record(q["qid"], "vqa", b"", q["question"], q["answer"], findings=f,
-                       question_type=q["question_type"]) for q in questions]
-    return out
+    return generated_records(400, 11)
 
 
 def test_mirror_and_choose():

@@ -5,11 +5,10 @@ from medpo_ray.critics.answer import reason_code
 from medpo_ray.critics.base import Critic, CriticVerdict
 from medpo_ray.critics.perturb import ERROR_TYPES, injections, run_suite, summary
 from medpo_ray.critics.reference import ReferenceCritic
-from medpo_ray.data.lesions import LesionParams
 from medpo_ray.data.record import Record
 from medpo_ray.data.reports import REPORT_PROMPT
-from medpo_ray.data.synth import generate_study
 from medpo_ray.editing.pairs import PairLimits, apply_edits
+from tests.unit.generated import generated_records
 
 pytestmark = pytest.mark.unit
 
@@ -17,15 +16,7 @@ pytestmark = pytest.mark.unit
 @pytest.fixture(scope="module")
 def records():
     """Report and VQA records of 48 real generated studies (every paraphrase of the grammar occurs)."""
-    params = LesionParams.from_difficulty(0.5, 112)
-    out = []
-    for i in range(48):
-        row, questions = generate_study(i, 7, 112, params)
-        f = {**row["findings"], "lesions": row["lesions"]}
-        out.append(Record(row["study_id"], "report", b"", REPORT_PROMPT, row["report"], findings=f))
-        out += [Record(q["qid"], "vqa", b"", q["question"], q["answer"], findings=f,
-                       question_type=q["question_type"]) for q in questions]
-    return out
+    return generated_records(48, 7)
 
 
 def _record(lesions, noun="nodule", region="lung"):
