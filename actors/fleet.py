@@ -10,7 +10,7 @@ import math
 from dataclasses import replace
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from actors.corruption import CorruptionWorker
 from actors.learner import LearnerGroup
@@ -143,7 +143,13 @@ class Fleet:
         spec = replace(self.spec, n=1, temperature=0.0)
         requests = [RolloutRequest(r.record_id, r.image, r.prompt) for r in records]
         k = len(self.rollout_actors)
-        results = ray.get([a.generate.remote(requests[i::k], spec) for i, a in enumerate(self.rollout_actors)])
+        refs = [a.generate.remote(requests[i::k], spec) for i, a in enumerate(self.rollout_actors)]
+        try:
+            results = ray.get(refs, timeout=self.rollout.deadline_s)
+        except GetTimeoutError:
+            raise StageError("rollout", f"guard probe: no answers within {self.rollout.deadline_s:.0f} s") from None
+        except (RayActorError, RayTaskError) as e:
+            raise StageError("rollout", f"guard probe failed: {e}") from None
         texts = {ro.item_id: ro.text for res in results for ro in res.rollouts}
         return texts, {ro.policy_version for res in results for ro in res.rollouts}
 

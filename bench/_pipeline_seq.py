@@ -21,7 +21,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the rollout actor runs its engine
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MAX_ISSUE_FACTOR = 4  # as the driver: a step that needs 4x its prompts to fill is a critic problem
 
 
 def log(msg: str) -> None:
@@ -35,7 +34,7 @@ class SequentialLoop:
     def __init__(self, cfg, model_dir: str, records: dict):
         from transformers import AutoTokenizer
 
-        from medpo_ray.critics import make_critic
+        from medpo_ray.critics import make_critic, reference_keep_rates
         from medpo_ray.cursor import DataCursor
         from medpo_ray.editing.pairs import PairBuilder
         from medpo_ray.rollout.engine import RolloutEngine, SamplingSpec
@@ -48,7 +47,8 @@ class SequentialLoop:
                                     kv_cache_gib=cfg.rollout.kv_cache_gib, seed=cfg.rollout.seed,
                                     enable_prefix_caching=cfg.rollout.prefix_caching)
         self.spec = SamplingSpec.from_config(cfg.rollout)
-        self.critic = make_critic(cfg.critic)
+        # The driver's balanced counterfactuals (its prior; the driver refits them on-policy per step).
+        self.critic = make_critic(cfg.critic, reference_keep_rates(cfg.critic, records.values()))
         self.builder = PairBuilder(None, AutoTokenizer.from_pretrained(model_dir))
         env = DistEnv(0, 1, "127.0.0.1", free_port(), backend="gloo")
         # The in-process vLLM engine has already joined a one-rank torch.distributed group, so the
@@ -98,7 +98,7 @@ class SequentialLoop:
         issued = dropped = 0
         while len(examples) < self.n:
             need = self.n - len(examples)
-            if issued + need > MAX_ISSUE_FACTOR * self.n:
+            if issued + need > self.cfg.train.max_prompts_per_pair * self.n:
                 raise MedpoError(f"sequential step {self.version}: {issued} prompts gave {len(examples)} pairs")
             made, lost = self._examples(self.cursor.take(need), secs)
             examples.update(made)

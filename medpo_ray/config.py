@@ -252,8 +252,10 @@ class TrainConfig(_Section):
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl with GPUs, gloo on CPU
     max_staleness: int = Field(0, ge=0)
     # A step that needs more than this many prompts per pair to fill stops the run (a critic or config
-    # problem); a critic that pairs only wrong answers (critic.backend: gold) needs more.
-    max_prompts_per_pair: int = Field(4, ge=1, le=1000)
+    # problem). 8: balanced counterfactuals thin up to a third of the right answers and a policy's bad
+    # stretch can make half its answers unreadable (4 stopped an on-policy DPO run at step 106); a critic
+    # that pairs only wrong answers (critic.backend: gold) needs more.
+    max_prompts_per_pair: int = Field(8, ge=1, le=1000)
     # false: the engines keep the warm start's weights, so every pair is built from the warm start's own
     # answers and never refreshed (offline preference optimisation, as the paper's companion code trains).
     on_policy: bool = True

@@ -3,7 +3,8 @@
 On-policy training can make a model worse while its training reward climbs (lopsided counterfactuals
 did exactly that here: RESULTS.md). The probe measures what the product promises, on records training
 never sees, through the same engines the rollouts use:
-- greedy answers to the slice, scored by the critic (edits per answer: how much it would correct) and
+- greedy answers to the slice, scored by the reference critic (edits per answer: how much it would
+  correct; never an LLM critic, so a probe cannot hang on a remote service) and
   by exact structured findings (reports) and exact-match accuracy (VQA);
 - the learner's log-prob of every token of a fixed set of gold answers, averaged per token type: a
   word the policy is being taught to avoid everywhere shows up as one type falling while the rest stay.

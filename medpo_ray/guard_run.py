@@ -13,7 +13,7 @@ import ray
 
 from actors import driver_metrics
 from medpo_ray.config import Config
-from medpo_ray.critics import make_critic
+from medpo_ray.critics.reference import ReferenceCritic
 from medpo_ray.guard import Guard, probe_slice, score_answers, token_means
 
 # Verdict fields copied into metrics.jsonl as probe_<key>.
@@ -28,9 +28,10 @@ class GuardProbe:
         self.records = probe_slice(records, cfg.guard.studies)
         self.gold = probe_slice(records, min(cfg.guard.logprob_studies, cfg.guard.studies))
         self.gold_ref = ray.put(self.gold) if self.gold else None
-        # No keep rates: only its corrections count here; the gold baseline's "edits" would be rewrites.
-        critic_cfg = cfg.critic if cfg.critic.backend != "gold" else cfg.critic.model_copy(update={"backend": "reference"})
-        self.critic = make_critic(critic_cfg)
+        # Always the reference rules (exact where the records carry structured findings or a target answer,
+        # abstaining elsewhere): the probe runs in the driver and must never wait on a remote LLM critic, and
+        # the gold baseline's "edits" would be rewrites. No keep rates: only its corrections count here.
+        self.critic = ReferenceCritic(cfg.critic.measurement_tolerance_mm, cfg.critic.max_changed_words_per_sentence)
         self.guard = Guard(cfg.guard)
 
     def probe(self, step: int) -> dict:
