@@ -166,7 +166,7 @@ def test_shipped_alert_rules_load_and_evaluate(stack):
                                                       for r in g["rules"])], 30)
     rules = {r["name"]: r for g in groups for r in g["rules"]}
     assert set(rules) == {"MedpoLearnerStalled", "MedpoQueueSaturated", "MedpoCriticRejectionHigh",
-                          "MedpoLogprobMismatch", "MedpoCheckpointTooOld"}
+                          "MedpoLogprobMismatch", "MedpoCheckpointTooOld", "MedpoPolicyWorseThanWarmStart"}
     assert all(r["health"] == "ok" for r in rules.values()), rules
 
 
