@@ -26,12 +26,6 @@ from medpo_ray.data.record import Record
 from medpo_ray.eval.structured import score_outputs, score_vqa
 
 
-def probe_slice(records: Sequence[Record], studies: int) -> list[Record]:
-    """The records (reports and VQA) of the first `studies` studies in study-id order: fixed for a run."""
-    keep = set(sorted({r.study_id or r.record_id for r in records})[:studies])
-    return [r for r in records if (r.study_id or r.record_id) in keep]
-
-
 def score_answers(records: Sequence[Record], texts: Mapping[str, str], critic, tol: float) -> dict:
     """Critic edits per answer (0 when right or abstaining), exact findings of the reports and exact-match
     accuracy of the VQA answers, over the records (a record without an answer counts as wrong)."""

@@ -24,13 +24,13 @@ from tqdm import tqdm
 
 from actors import driver_metrics
 from actors.fleet import Fleet
+from actors.guard_probe import PROBE_KEYS, GuardProbe
 from actors.pool import StageError
 from medpo_ray.config import Config
 from medpo_ray.critics.balance import OnPolicyBalance
 from medpo_ray.cursor import DataCursor
 from medpo_ray.errors import MedpoError
 from medpo_ray.guard import Guard
-from medpo_ray.guard_run import PROBE_KEYS, GuardProbe
 from medpo_ray.ledger import Ledger
 from medpo_ray.training.errors import LearnerFailed
 

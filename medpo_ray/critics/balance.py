@@ -110,11 +110,3 @@ def kept(key: str, keep: Mapping[str, float] | None, seed: int) -> bool:
     draw = ((seed >> 24) % _RESOLUTION) / _RESOLUTION
     return draw < keep.get(key, 1.0)
 
-
-def usage_table(keys: Iterable[str]) -> dict[str, dict]:
-    """Counts of keys actually used, grouped by kind with each direction beside its mirror (for logs)."""
-    counts = Counter(keys)
-    out: dict[str, dict] = {}
-    for k, n in sorted(counts.items()):
-        out.setdefault(kind_of(k), {})[k.split(":", 1)[1]] = n
-    return out

@@ -15,13 +15,15 @@ ITEM_METRICS = {
 }
 
 
-def per_item(records: Sequence[Record], texts: Mapping[str, str], tol: float, critic) -> dict[str, dict]:
+def per_item(records: Sequence[Record], texts: Mapping[str, str], tol: float,
+             verdicts: Mapping[str, object]) -> dict[str, dict]:
     """record id -> {metric: value} for the item metrics that apply to it (reports: exact, laterality,
-    count as 0/1, hallucinated findings and critic edits as counts; VQA: vqa_closed or vqa_open as 0/1)."""
+    count as 0/1, hallucinated findings and critic edits as counts; VQA: vqa_closed or vqa_open as 0/1).
+    `verdicts`: record id -> the critic's verdict on each report's text."""
     out: dict[str, dict] = {}
     reports = [r for r in records if r.task == "report" and r.findings and "lesions" in r.findings]
-    verdicts = critic.review_many([(r, texts.get(r.record_id, "")) for r in reports])
-    for r, v in zip(reports, verdicts, strict=True):
+    for r in reports:
+        v = verdicts[r.record_id]
         text = texts.get(r.record_id)
         s = score_report(read_findings(text, r.findings) if text is not None else None, r.findings, tol)
         row = {k: s[k][0] for k in ("exact", "count")}

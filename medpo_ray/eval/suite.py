@@ -99,26 +99,29 @@ class Evaluator:
         t0 = time.perf_counter()
         texts, unusable = self.generate(model_dir)
         t_gen = time.perf_counter() - t0
-        result = {"model": str(model_dir), **score_text_metrics(self.records, texts, self.tol, self.critic),
+        reports = [r for r in self.records if r.task == "report"]
+        verdicts = dict(zip((r.record_id for r in reports), self.critic.review_many(
+            [(r, texts.get(r.record_id, "")) for r in reports]), strict=True))  # judged once, used twice
+        result = {"model": str(model_dir), **score_text_metrics(self.records, texts, verdicts),
                   "structured": score_outputs(self.records, texts, self.tol, bad=unusable),
-                  "items": per_item(self.records, texts, self.tol, self.critic)}
+                  "items": per_item(self.records, texts, self.tol, verdicts)}
         rows, bad = grounding_rows(model_dir, self.records, self.corruption_cfg, self.grounding_studies)
         result["grounding"] = {**metrics.grounding_summary(rows), "skipped": len(bad)}
         result["seconds"] = {"generate": round(t_gen, 1), "total": round(time.perf_counter() - t0, 1)}
         return result
 
 
-def score_text_metrics(records: Sequence[Record], texts: dict[str, str], tol: float, critic) -> dict:
-    """Clinical efficacy, hallucinations, BLEU / ROUGE-L and critic edits over the report records."""
+def score_text_metrics(records: Sequence[Record], texts: dict[str, str], verdicts: dict) -> dict:
+    """Clinical efficacy, hallucinations, BLEU / ROUGE-L and critic edits over the report records
+    (`verdicts`: record id -> the critic's verdict on that record's text)."""
     reports = [r for r in records if r.task == "report"]
     outputs = [texts.get(r.record_id, "") for r in reports]
     predicted = [metrics.finding_labels(t) for t in outputs]
     reference = [metrics.finding_labels(r.target) for r in reports]
-    verdicts = critic.review_many([(r, t) for r, t in zip(reports, outputs, strict=True)])
     return {"clinical": metrics.clinical_efficacy(predicted, reference),
             "hallucination": metrics.hallucinations(predicted, reference),
             "text": metrics.text_similarity(outputs, [r.target for r in reports]),
-            "critic": metrics.critic_edits(verdicts)}
+            "critic": metrics.critic_edits([verdicts[r.record_id] for r in reports])}
 
 
 def headline(result: dict) -> dict[str, float | None]:

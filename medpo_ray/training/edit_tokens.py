@@ -35,8 +35,3 @@ def merge(parts: Iterable[Mapping[str, Mapping[str, int]]]) -> dict[str, dict[st
             total[d].update(counts)
     return {d: dict(c.most_common()) for d, c in total.items()}
 
-
-def net_push(counts: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
-    """Per token, times pushed down minus times pushed up (a word only ever pushed down scores high)."""
-    down, up = counts.get("down", {}), counts.get("up", {})
-    return {t: down.get(t, 0) - up.get(t, 0) for t in sorted({*down, *up})}

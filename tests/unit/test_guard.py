@@ -4,7 +4,8 @@ import pytest
 
 from medpo_ray.config import GuardConfig
 from medpo_ray.critics.reference import ReferenceCritic
-from medpo_ray.guard import Guard, probe_slice, score_answers, token_means
+from medpo_ray.eval.suite import held_out
+from medpo_ray.guard import Guard, score_answers, token_means
 from tests.unit.generated import generated_records
 
 pytestmark = pytest.mark.unit
@@ -38,9 +39,9 @@ def records():
 
 
 def test_scores_of_gold_answers_and_of_broken_ones(records):
-    probe = probe_slice(records, 8)
+    probe = held_out(records, 8)
     assert len({r.study_id for r in probe}) == 8  # the first 8 studies by id, whatever the record order
-    assert {r.record_id for r in probe} == {r.record_id for r in probe_slice(list(reversed(records)), 8)}
+    assert {r.record_id for r in probe} == {r.record_id for r in held_out(list(reversed(records)), 8)}
     gold = score_answers(probe, {r.record_id: r.target for r in probe}, ReferenceCritic(), 2.0)
     assert gold["edits_per_answer"] == 0 and gold["exact"] == 1.0 and gold["vqa_accuracy"] == 1.0
     flipped = {r.record_id: (r.target.replace("right", "@").replace("left", "right").replace("@", "left")

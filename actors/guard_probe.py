@@ -1,8 +1,8 @@
-"""The driver's side of the guard (medpo_ray/guard.py): run a probe through the Fleet, judge it, warn.
+"""The Ray side of the guard (medpo_ray/guard.py): run a probe through the Fleet, judge it, warn.
 
-Driver code like pipeline.py: it talks to the rollout engines (greedy answers to the held-out slice) and
-to the learner group (log-probs of the gold probe answers), then records the verdict as metrics and, when
-the policy is worse than its warm start, says so loudly.
+It asks the rollout engines for greedy answers to the held-out slice and the learner group for the
+log-probs of the gold probe answers, then records the verdict as metrics and, when the policy is worse
+than its warm start, says so loudly. The judging itself is the pure library's (medpo_ray/guard.py).
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import ray
 from actors import driver_metrics
 from medpo_ray.config import Config
 from medpo_ray.critics.reference import ReferenceCritic
-from medpo_ray.guard import Guard, probe_slice, score_answers, token_means
+from medpo_ray.eval.suite import held_out
+from medpo_ray.guard import Guard, score_answers, token_means
 
 # Verdict fields copied into metrics.jsonl as probe_<key>.
 PROBE_KEYS = ("edits_per_answer", "exact", "vqa_accuracy", "max_token_drop", "dropped_token", "regressed", "best")
@@ -25,8 +26,8 @@ class GuardProbe:
 
     def __init__(self, cfg: Config, fleet, records: list):
         self.cfg, self.fleet = cfg, fleet
-        self.records = probe_slice(records, cfg.guard.studies)
-        self.gold = probe_slice(records, min(cfg.guard.logprob_studies, cfg.guard.studies))
+        self.records = held_out(records, cfg.guard.studies)
+        self.gold = held_out(records, min(cfg.guard.logprob_studies, cfg.guard.studies))
         self.gold_ref = ray.put(self.gold) if self.gold else None
         # Always the reference rules (exact where the records carry structured findings or a target answer,
         # abstaining elsewhere): the probe runs in the driver and must never wait on a remote LLM critic, and
