@@ -19,7 +19,7 @@ setup-test:
 	@scripts/setup.sh --with-prometheus
 
 demo: setup
-	$(PY) -m medpo_ray.cli demo --config configs/demo.yaml
+	$(PY) -m driver.cli demo --config configs/demo.yaml
 
 # All tests that fit CI's budget: unit, integration and slow.
 test: setup-test
@@ -35,7 +35,7 @@ bench: setup
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: setup
-	$(VENV)/bin/ruff check medpo_ray actors tests bench
+	$(VENV)/bin/ruff check medpo_ray actors driver tests bench
 
 clean:
 	rm -rf artifacts .pytest_cache

@@ -1,17 +1,19 @@
 """CorruptionWorker: the corruption stage (x -> x~ per record) in a Ray actor."""
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
 import ray
 
 from actors import metrics
-from medpo_ray.config import CorruptionConfig
+from medpo_ray.config import CorruptionConfig, LossConfig
 from medpo_ray.corruption import CorruptedImage, corrupt_records
 from medpo_ray.data.record import Record
 from medpo_ray.editing.pairs import PreferencePair
-from medpo_ray.training.collate import TrainExample
+from medpo_ray.streaming.outcome import StageOutcome
+from medpo_ray.training.collate import Collator
 
 
 @ray.remote
@@ -25,8 +27,12 @@ class CorruptionWorker:
     # Records prepared ahead whose pairs never came (rejected by the critic, dropped as stale) age out.
     PREPARED_MAX = 1024
 
-    def __init__(self, cfg: CorruptionConfig | None = None):
+    def __init__(self, cfg: CorruptionConfig | None = None, model_dir: str | None = None,
+                 loss: LossConfig | None = None, max_length: int | None = None):
         self.cfg = cfg or CorruptionConfig()
+        # Given the policy's directory, each finished pair goes through the learner's own collation check
+        # here, so the learner never leaves one out of a step (its replacement comes before the step).
+        self.collator = Collator(model_dir, loss or LossConfig(), max_length) if model_dir else None
         self._prepared: OrderedDict = OrderedDict()  # record id -> CorruptedImage or BadRecord
 
     def prepare(self, records: Sequence[Record], *after) -> int:
@@ -64,16 +70,22 @@ class CorruptionWorker:
         return meta, done
 
     def examples(self, records: Sequence[Record], pairs: Sequence[PreferencePair]
-                 ) -> tuple[dict, list[TrainExample]]:
-        """The pipeline's corruption stage: x~ for each pair's record, joined into TrainExamples.
-
-        meta: {"ids": example ids in payload order, "bad": {id: "field: reason"}}; a record whose image
-        cannot be corrupted is reported and left out, the rest go on.
-        """
+                 ) -> tuple[StageOutcome, list[PreferencePair]]:
+        """The pipeline's corruption stage: each pair with the x~ of its record added, checked as the learner
+        will collate it. A record whose image cannot be corrupted, or a pair the learner could not take, is
+        dropped with its reason ("field: reason"), the rest go on."""
+        t0 = time.perf_counter()
         by_id = {r.record_id: r for r in records}
-        wanted = [by_id[p.record_id] for p in pairs]
-        meta, done = self.corrupt(wanted)
+        meta, done = self.corrupt([by_id[p.record_id] for p in pairs])
         x_tilde = {c.record_id: c.image for c in done}
-        out = [TrainExample.from_pair(p, by_id[p.record_id], x_tilde[p.record_id])
-               for p in pairs if p.record_id in x_tilde]
-        return {"ids": [e.example_id for e in out], "bad": meta["bad"]}, out
+        out = [p.with_corruption(x_tilde[p.record_id]) for p in pairs if p.record_id in x_tilde]
+        dropped = dict(meta["bad"])
+        if self.collator is not None:
+            refused = self.collator.check(out)
+            for reason in refused.values():
+                metrics.inc("medpo_bad_records_total", reason=f"learner:{reason.split(':')[0]}")
+            dropped |= refused
+            out = [p for p in out if p.record_id not in refused]
+        return StageOutcome("corruption", tuple(p.record_id for p in out), dropped,
+                            versions={p.record_id: p.policy_version for p in out},
+                            seconds=time.perf_counter() - t0, finished=time.time()), out

@@ -1,7 +1,7 @@
-"""The driver's Prometheus metrics: what medpo_ray/pipeline.py records about stages, steps and checkpoints.
+"""The driver's Prometheus metrics: what the driver (driver/loop.py) records about stages, steps and checkpoints.
 
 The driver is a Ray process like the actors, so it records through actors/metrics.py (names and labels
-checked against medpo_ray.metrics.SPECS); keeping the calls here keeps the loop in pipeline.py short.
+checked against medpo_ray.metrics.SPECS); keeping the calls here keeps the loop short.
 """
 from __future__ import annotations
 
@@ -39,14 +39,14 @@ def stale_dropped(n: int) -> None:
     metrics.inc("medpo_stale_dropped_total", n)
 
 
-def stages(pools: Iterable, waiting: int, capacity: int) -> None:
-    """In-flight calls of each stage against the most it may hold (its backpressure window), and the
-    examples `waiting` for the learner against the `capacity` of the open steps."""
-    for pool in pools:
-        metrics.set("medpo_queue_depth", pool.in_flight(), queue=pool.name)
-        metrics.set("medpo_queue_capacity", pool.in_flight() + pool.free_slots(), queue=pool.name)
+def queues(queues: Iterable, waiting: int, window: int) -> None:
+    """Records in each queue between stages against its capacity (a full queue stops its producer), and
+    the examples `waiting` for the learner against its `window` (batch_size x (1 + max_staleness))."""
+    for q in queues:
+        metrics.set("medpo_queue_depth", q.depth, queue=q.name)
+        metrics.set("medpo_queue_capacity", q.capacity, queue=q.name)
     metrics.set("medpo_queue_depth", waiting, queue="learner")
-    metrics.set("medpo_queue_capacity", capacity, queue="learner")
+    metrics.set("medpo_queue_capacity", window, queue="learner")
 
 
 def weight_sync(seconds: float) -> None:

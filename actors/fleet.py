@@ -6,7 +6,6 @@ ask for GPUs through `rollout.gpus_per_engine` / `train.gpus_per_rank`).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import ray
@@ -41,10 +40,11 @@ class Fleet:
             for _ in range(r.num_engines)]
         editors = [SpanEditor.options(num_cpus=0.25, **restartable).remote(cfg.critic, None, model_dir, keep_rates)
                    for _ in range(cfg.critic.num_editors)]
-        workers = [CorruptionWorker.options(num_cpus=0.25, **restartable).remote(cfg.corruption)
+        workers = [CorruptionWorker.options(num_cpus=0.25, **restartable).remote(
+            cfg.corruption, model_dir, cfg.loss, cfg.model.max_model_len)
                    for _ in range(cfg.corruption.num_workers)]
         self.spec = SamplingSpec.from_config(r)
-        self.rollout_chunk = math.ceil(t.batch_size / r.num_engines)
+        self.chunk = t.chunk(r.num_engines)  # records per stage call
         self.rollout = StagePool("rollout", self.rollout_actors, "rollout", ledger,
                                  deadline_s=t.deadline_s("rollout"), on_restart=self._resync,
                                  extra_args=(self.spec,))
@@ -110,18 +110,26 @@ class Fleet:
             workers[self._prepared_calls % len(workers)].prepare.remote(records_ref, *self._loads)
             self._prepared_calls += 1
 
-    def train_step(self, items: list, version: int) -> dict:
-        """One learner step whose weights then go to every engine as policy `version`, all submitted at
-        once: rank 0 exports right after its optimizer step and each engine loads the export as soon as it
-        exists, with no round trip through this process in between. Returns the step's metrics; the loads
-        finish in the background (`finish_sync`). Ray runs an actor's calls from one caller in submission
-        order, so rollouts submitted after this run on the new weights without anyone waiting for them."""
+    def start_step(self, items: list, version: int) -> list[ray.ObjectRef]:
+        """Submit one learner step whose weights then go to every engine as policy `version`, all at once:
+        rank 0 exports right after its optimizer step and each engine loads the export as soon as it
+        exists, with no round trip through this process in between. Returns the refs to wait on; then
+        `finish_step`. Ray runs an actor's calls from one caller in submission order, so rollouts submitted
+        after this run on the new weights without anyone waiting for them."""
         if self._loads:
-            raise RuntimeError("Fleet.train_step: the previous weight sync was not finished (call finish_sync)")
+            raise RuntimeError("Fleet.start_step: the previous weight sync was not finished (call finish_sync)")
         train = self.learners.start_train(items)
         if self.on_policy:
             self._start_sync(version)
-        return self.learners.finish_train(train)
+        return train
+
+    def finish_step(self, refs: list[ray.ObjectRef]) -> dict:
+        """The metrics of the step `start_step` submitted (the loads finish in the background: finish_sync)."""
+        return self.learners.finish_train(refs)
+
+    def train_step(self, items: list, version: int) -> dict:
+        """start_step then finish_step."""
+        return self.finish_step(self.start_step(items, version))
 
     def set_keep_rates(self, keep_rates: dict[str, float]) -> None:
         """New counterfactual keep rates for every span editor, ahead of any edit submitted after this."""
@@ -150,7 +158,7 @@ class Fleet:
             raise StageError("rollout", f"guard probe: no answers within {self.rollout.deadline_s:.0f} s") from None
         except (RayActorError, RayTaskError) as e:
             raise StageError("rollout", f"guard probe failed: {e}") from None
-        texts = {ro.item_id: ro.text for res in results for ro in res.rollouts}
+        texts = {ro.record_id: ro.text for res in results for ro in res.rollouts}
         return texts, {ro.policy_version for res in results for ro in res.rollouts}
 
     def sync_weights(self, version: int) -> dict:

@@ -58,7 +58,7 @@ class LearnerRank:
         return {"rank": self.rank, "trainable_parameters": trainable, "seconds": time.perf_counter() - t0}
 
     def _resolve(self, items: list) -> list:
-        """Items are TrainExamples, ObjectRefs of one, or (ObjectRef of a list, index) pairs; the last
+        """Items are PreferencePairs, ObjectRefs of one, or (ObjectRef of a list, index) pairs; the last
         form lets a stage put a whole chunk of examples once and the driver route single examples."""
         refs = list(dict.fromkeys(x[0] if isinstance(x, tuple) else x for x in items
                                   if isinstance(x[0] if isinstance(x, tuple) else x, ray.ObjectRef)))
@@ -72,9 +72,10 @@ class LearnerRank:
         return out
 
     def train_step(self, items: list) -> dict:
-        """Learner.train_step on this rank's share (TrainExamples or ObjectRefs of them)."""
+        """Learner.train_step on this rank's share (PreferencePairs or ObjectRefs of them)."""
+        t_start = time.time()
         try:
-            return self.learner.train_step(self._resolve(items))
+            return {**self.learner.train_step(self._resolve(items)), "t_start": t_start, "t_end": time.time()}
         finally:
             self._trained_at = time.time()
 
@@ -92,7 +93,7 @@ class LearnerRank:
         rollouts = [r for r in result.rollouts if r.policy_version == version and r.token_ids][:max_rows]
         if not rollouts:
             return None
-        wanted = {r.item_id for r in rollouts}
+        wanted = {r.record_id for r in rollouts}
         images = {r.record_id: r.image for r in records if r.record_id in wanted}
         prompts = {r.record_id: r.prompt for r in records if r.record_id in wanted}
         return self.learner.logprob_gap(rollouts, images, prompts)
@@ -222,7 +223,7 @@ class LearnerGroup:
         return [(list(items[i * per:(i + 1) * per]),) for i in range(self.n)]
 
     def train_step(self, items: Sequence) -> dict:
-        """One optimizer step on a global batch of `train.batch_size` TrainExamples (or ObjectRefs of them).
+        """One optimizer step on a global batch of `train.batch_size` PreferencePairs (or ObjectRefs of them).
 
         Rank i trains on the i-th contiguous 1/N of the batch; returns the step's metrics (see
         reduce_metrics) with `trained_ids` for the ledger and `bad` for the examples left out.

@@ -13,6 +13,7 @@ from medpo_ray.rollout.engine import GenerateResult, RolloutEngine, RolloutReque
 from medpo_ray.rollout.weight_sync.base import WeightManifest, WeightPush, WeightSyncError
 from medpo_ray.rollout.weight_sync.flat import FlatBucket
 from medpo_ray.rollout.weight_sync.shared_buffer import SharedWeights, SharedWeightsReader
+from medpo_ray.streaming.outcome import StageOutcome
 
 # OpenMP workers that spin while waiting slow down ~10x when the learners or other actors want the same
 # cores (measured on 2 shared cores); sleeping waiters keep rollout steady. Read at process start.
@@ -32,11 +33,9 @@ class RolloutActor:
         """Decode requests (see RolloutEngine.generate)."""
         return self.engine.generate(requests, spec)
 
-    def rollout(self, records: list, spec: SamplingSpec = SamplingSpec()) -> tuple[dict, GenerateResult]:
-        """The pipeline's rollout stage: decode each record's (image, prompt).
-
-        meta: {"tokens", "seconds", "policy_version", "bad": {id: "field: reason"}}; payload: the result.
-        """
+    def rollout(self, records: list, spec: SamplingSpec = SamplingSpec()) -> tuple[StageOutcome, GenerateResult]:
+        """The pipeline's rollout stage: decode each record's (image, prompt). Kept: the records answered,
+        with this engine's policy version; dropped: records whose image or prompt it cannot take."""
         if self._load_error:  # the driver queues rollouts behind a load without waiting for it
             raise WeightSyncError(self._load_error)
         result = self.engine.generate([RolloutRequest(r.record_id, r.image, r.prompt) for r in records], spec)
@@ -47,9 +46,11 @@ class RolloutActor:
         metrics.set("medpo_policy_version", self.engine.policy_version, role="rollout")
         for b in result.bad:
             metrics.inc("medpo_bad_records_total", reason=f"rollout:{b.field}")
-        meta = {"tokens": tokens, "seconds": result.seconds, "policy_version": self.engine.policy_version,
-                "bad": {b.record_id: f"{b.field}: {b.reason}" for b in result.bad}}
-        return meta, result
+        answered = tuple(dict.fromkeys(ro.record_id for ro in result.rollouts))
+        version = self.engine.policy_version
+        outcome = StageOutcome("rollout", answered, {b.record_id: f"{b.field}: {b.reason}" for b in result.bad},
+                               versions=dict.fromkeys(answered, version), seconds=result.seconds, finished=time.time(), tokens=tokens)
+        return outcome, result
 
     def sync_from(self, weights: FlatBucket | SharedWeights, version: int) -> dict:
         """Load the learner's exported weights as `version`: a zero-copy view of the object store, or of

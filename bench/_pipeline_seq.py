@@ -1,8 +1,8 @@
-"""The on-policy loop of medpo_ray/pipeline.py as one plain Python process, without Ray: the baseline
+"""The on-policy loop of driver/loop.py as one plain Python process, without Ray: the baseline
 that bench/pipeline.py compares the Ray driver with.
 
 Same library pieces as the actors (RolloutEngine, critic + PairBuilder with the training tokenizer,
-corrupt_records -> TrainExample, one DeepSpeed Learner of world size 1, ObjectStoreSync into the engine),
+corrupt_records -> PreferencePair with x~, one DeepSpeed Learner of world size 1, ObjectStoreSync into the engine),
 same data order (DataCursor), same exact-size steps with top-ups for rejected pairs, same key order for
 training. Run as a script: `python bench/_pipeline_seq.py CONFIG.json MODEL_DIR`; the last printed line
 is one JSON object with per-step timings.
@@ -63,27 +63,27 @@ class SequentialLoop:
         self.version = 0
 
     def _examples(self, keys: list[str], secs: dict) -> tuple[dict, int]:
-        """The TrainExamples the prompts `keys` become (by key), and how many were dropped."""
+        """The pairs (with x~) the prompts `keys` become (by key), and how many were dropped."""
         from medpo_ray.corruption import corrupt_records
         from medpo_ray.cursor import DataCursor
         from medpo_ray.rollout.engine import RolloutRequest
-        from medpo_ray.training.collate import TrainExample
 
         samples = {k: replace(self.records[DataCursor.record_id(k)], record_id=k) for k in keys}
         t = time.perf_counter()
         result = self.engine.generate([RolloutRequest(k, r.image, r.prompt) for k, r in samples.items()], self.spec)
         secs["rollout"] += time.perf_counter() - t
         t = time.perf_counter()
-        done = [ro for ro in result.rollouts if ro.item_id in samples]
-        recs = [samples[ro.item_id] for ro in done]
+        done = [ro for ro in result.rollouts if ro.record_id in samples]
+        recs = [samples[ro.record_id] for ro in done]
         verdicts = self.critic.review_many(list(zip(recs, [ro.text for ro in done], strict=True)))
         batch = self.builder.build_batch(recs, [ro.text for ro in done], verdicts, [ro.policy_version for ro in done])
         secs["editor"] += time.perf_counter() - t
         t = time.perf_counter()
         made, _bad = corrupt_records([samples[p.record_id] for p in batch.pairs], self.cfg.corruption)
         x_tilde = {c.record_id: c.image for c in made}
-        out = {p.record_id: TrainExample.from_pair(p, samples[p.record_id], x_tilde[p.record_id])
-               for p in batch.pairs if p.record_id in x_tilde}
+        pairs = [p.with_corruption(x_tilde[p.record_id]) for p in batch.pairs if p.record_id in x_tilde]
+        refused = self.learner.collator.check(pairs)  # as the Ray corruption stage checks them
+        out = {p.record_id: p for p in pairs if p.record_id not in refused}
         secs["corruption"] += time.perf_counter() - t
         return out, len(keys) - len(out)
 
@@ -120,10 +120,9 @@ class SequentialLoop:
 def main(argv: list[str]) -> int:
     """Run the loop for train.steps steps; print the per-step timings as the last line."""
     from medpo_ray.config import Config
-    from medpo_ray.sft.run import load_split
+    from medpo_ray.data.splits import load_split
 
     cfg = Config.model_validate(json.loads(Path(argv[0]).read_text()))
-    # The driver's load_train_records without its module: medpo_ray.pipeline imports ray.
     good, _bad = load_split(cfg, Path(cfg.data.path), "train")
     records = {r.record_id: r for r in good}
     shm_before = set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*"))

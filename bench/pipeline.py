@@ -1,4 +1,4 @@
-"""Pipeline benchmark: the on-policy driver (medpo_ray/pipeline.py) on a local Ray, strict vs bounded-async,
+"""Pipeline benchmark: the on-policy driver (driver/loop.py) on a local Ray, strict vs bounded-async,
 against the same loop as one plain Python process (bench/_pipeline_seq.py), plus the driver's queue
 plumbing over no-op actors.
 
@@ -20,8 +20,16 @@ Figures (the last printed line is one JSON object):
   argument and payload transfer) per record, measured by running the three stages' StagePools over no-op
   actors that return the real payloads of the strict run (median chunk; the mean is in the JSON too).
 - object_store_bytes_per_record: bytes Ray stored for every payload of the strict run (records chunks,
-  rollout results, pairs, TrainExamples, exported weights: only a small descriptor with the shared-memory
+  rollout results, pairs, pairs with x~, exported weights: only a small descriptor with the shared-memory
   transport; Ray's own object_size) per issued record.
+- stage_overlap: share of a step's wall time in which two or more stages (rollout, editor, corruption,
+  learner) computed at once, from the actors' own compute intervals (the driver's metrics.jsonl), mean
+  over the measured steps of the strict run (and async_stage_overlap of the async run).
+- max_queue_depth_ratio: the highest depth any queue reached over its capacity, across both runs (the
+  learner's queue against its step window); the bound says it never exceeds 1.
+- queue_actor_ms_per_chunk: the alternative mechanism measured beside the driver-held queues: one put and
+  one get of a chunk's ObjectRef through a ray.util.queue.Queue actor (what a queue actor between two
+  stages adds to every chunk, on top of the stage calls themselves).
 Per-stage seconds per step come from the stage pools' finished calls (submit -> collect) observed from
 outside the driver. Timings are wall clock on a shared machine: the load average is in the JSON.
 """
@@ -121,7 +129,8 @@ class Probe:
         for pool in (fleet.rollout, fleet.editor, fleet.corruption):
             pool.collect = self._collect(pool, pool.collect)
         fleet.rollout.submit = self._submit(fleet.rollout.submit)
-        fleet.train_step = self._timed("learner", fleet.train_step, lambda: driver.step)
+        fleet.start_step = self._started(fleet.start_step)
+        fleet.finish_step = self._finished(fleet.finish_step, lambda: driver.step)
         fleet.finish_sync = self._sync(fleet.finish_sync)
         driver._record = self._record(driver._record)
 
@@ -140,10 +149,10 @@ class Probe:
         def wrapped(ready):
             done = collect(ready)
             for d in done:
-                step = self.driver.where[d.ids[0]][0].step
+                step = self.driver.calls[d.ids[0]].step.step
                 self._add(step, pool.name, d.seconds)
                 if pool.name == "rollout":
-                    self._add(step, "rollout_engine", d.meta["seconds"])
+                    self._add(step, "rollout_engine", d.meta.seconds)
                 self.payloads.append((pool.name, d.payload, len(d.ids)))
                 self._sample(pool.name, len(d.ids), d.meta, d.payload)
             return done
@@ -154,13 +163,19 @@ class Probe:
         if n > self.samples.get(kind, (0,))[0]:
             self.samples[kind] = (n, meta, ref)
 
-    def _timed(self, key, fn, step):
+    def _started(self, start):
         def wrapped(*a, **kw):
-            t = time.perf_counter()
+            self._t_learner = time.perf_counter()
+            return start(*a, **kw)
+        return wrapped
+
+    def _finished(self, finish, step):
+        # From the learner call's submission to its metrics in the driver.
+        def wrapped(*a, **kw):
             try:
-                return fn(*a, **kw)
+                return finish(*a, **kw)
             finally:
-                self._add(step(), key, time.perf_counter() - t)
+                self._add(step(), "learner", time.perf_counter() - self._t_learner)
         return wrapped
 
     def _sync(self, finish):
@@ -224,8 +239,8 @@ def actor_seconds(t0: float, t1: float, learners: int) -> tuple[dict[str, float]
 def run_ray(args, cfg_dict: dict, model_dir: str, records: dict) -> tuple[dict, Probe]:
     """One driver run over a fresh Fleet; its throughput and per-step figures."""
     from actors.fleet import Fleet
+    from driver.loop import Driver
     from medpo_ray.config import Config
-    from medpo_ray.pipeline import Driver
 
     cfg = Config.model_validate(cfg_dict)
     shutil.rmtree(cfg.run.out_dir, ignore_errors=True)
@@ -241,6 +256,8 @@ def run_ray(args, cfg_dict: dict, model_dir: str, records: dict) -> tuple[dict, 
         transport = fleet.weight_transport
         probe.bytes = probe.object_bytes()
         probe.issued = len(driver.ledger.issued)
+        depth_ratio = max([q.max_depth / q.capacity for q in driver.queues.values()]
+                          + [driver.max_learner_depth / driver.window])
     finally:
         fleet.shutdown()
     r = rates(probe.ends, [h["pairs"] for h in history], args.warmup)
@@ -251,14 +268,16 @@ def run_ray(args, cfg_dict: dict, model_dir: str, records: dict) -> tuple[dict, 
     busy = {k: v / len(measured) for k, v in busy.items()}
     span = {k: v / len(measured) for k, v in span.items()}
     issued_per_step = probe.issued / cfg.train.steps
-    # Strict mode runs one stage at a time: what a step took beyond its actors' execution is the driver's
-    # and Ray's plumbing (puts, submits, waits, transfers, the driver's own work).
+    # What a step took beyond its actors' execution is the driver's and Ray's plumbing (puts, submits, waits,
+    # transfers, the driver's own work); with stages overlapping within a step it can come out negative.
     plumbing = r["mean_step_s"] - sum(busy.values())
     out = {**r, "actor_s": busy, "actor_span_s": span, "issued_per_step": issued_per_step, "plumbing_s": plumbing,
            "plumbing_ms_per_record": 1000 * plumbing / issued_per_step, "startup_s": startup,
            "weight_sync_share": sum(probe.stage_s[s]["weight_sync"] for s in measured) / r["window_s"],
            "stage_s": stage, "keys": [h["keys"] for h in history],
            "staleness_max": max(h["staleness_max"] for h in history), "weight_transport": transport,
+           "stage_overlap": statistics.mean(history[s]["stage_overlap"] for s in measured),
+           "max_queue_depth_ratio": depth_ratio, "chunk": fleet.chunk,
            "sync_ms": {k: 1000 * statistics.median(p[k] for p in probe.sync_parts if p["step"] in measured)
                        for k in probe.sync_parts[0] if k != "step"}}
     log(f"{r['best_pairs_per_s']:.2f} pairs/s (fastest step), {r['pairs_per_s']:.2f} (median) over steps {args.warmup + 1}..{cfg.train.steps}; per step: submit->collect "
@@ -322,6 +341,25 @@ def queue_overhead(probe: Probe, chunks: int) -> dict:
             "ms_per_record_mean": 1000 * sum(times) / (chunks * n)}
 
 
+def queue_actor_overhead(chunks: int) -> float:
+    """Median ms of one put and one get of an ObjectRef through a ray.util.queue.Queue actor: the cost a
+    queue actor between two stages would add to every chunk (the driver-held queues cost nothing here)."""
+    import ray
+    from ray.util.queue import Queue
+
+    q = Queue(maxsize=4)
+    ref = ray.put(b"x" * 1024)
+    times = []
+    for c in range(chunks + 5):
+        t = time.perf_counter()
+        q.put([ref])
+        q.get()
+        if c >= 5:  # the actor's start and first calls are not per-chunk costs
+            times.append(time.perf_counter() - t)
+    q.shutdown()
+    return 1000 * statistics.median(times)
+
+
 def actor_threads() -> int:
     """OMP_NUM_THREADS as Ray sets it for a 1-CPU actor (the rollout engine's and a learner rank's)."""
     import ray
@@ -359,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()
     root = Path(args.root)
     from medpo_ray.config import Config
-    from medpo_ray.pipeline import load_train_records
-    from medpo_ray.sft.run import ensure_data, ensure_sft
+    from medpo_ray.data.splits import ensure_data, load_train_records
+    from medpo_ray.sft.run import ensure_sft
 
     base = recipe(args, root, "strict", args.learners, 0)
     t = time.perf_counter()
@@ -390,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                 async_, _ = run_ray(args, recipe(args, root, "async", args.learners, 1), model_dir, records)
                 log(f"queue plumbing over no-op actors: {args.noop_chunks} chunks")
                 queue = queue_overhead(probe, args.noop_chunks)
+                queue_actor = queue_actor_overhead(args.noop_chunks)
         finally:
             ray.shutdown()
         log(f"round {rnd + 1}/{args.rounds}: sequential loop (no Ray), 1 learner, strict")
@@ -420,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
         "median_step_pairs_per_s": {k: round(v["pairs_per_s"], 3) for k, v in runs.items()},
         "mean_pairs_per_s": {k: round(v["mean_pairs_per_s"], 3) for k, v in runs.items()},
         "queue_overhead_ms_per_record": round(queue["ms_per_record"], 3),
+        "stage_overlap": round(strict["stage_overlap"], 3), "async_stage_overlap": round(async_["stage_overlap"], 3),
+        "max_queue_depth_ratio": round(max(strict["max_queue_depth_ratio"], async_["max_queue_depth_ratio"]), 3),
+        "queue_actor_ms_per_chunk": round(queue_actor, 3), "chunk_records": strict["chunk"],
         "queue_overhead_ms_per_record_mean": round(queue["ms_per_record_mean"], 3),
         "object_store_bytes_per_record": round(sum(nbytes.values()) / probe.issued),
         "object_store_bytes_per_record_by_payload": {k: round(v / probe.issued) for k, v in nbytes.items()},
@@ -448,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
                      "zero_stage": 1, "actor_omp_threads": threads, "sequential_torch_threads": seq["torch_threads"],
                      "ratio_run": "strict, 1 learner rank vs 1 process"},
         "load_avg_1m": [round(load0[0], 2), round(os.getloadavg()[0], 2)], "cpus": os.cpu_count(),
-        "targets": {"weight_sync_share": 0.05, "ray_vs_sequential_ratio": 1.15, "queue_overhead_ms_per_record": 2},
+        "targets": {"weight_sync_share": 0.05, "ray_vs_sequential_ratio": 1.15, "queue_overhead_ms_per_record": 2,
+                    "max_queue_depth_ratio": 1},
     }
     print(json.dumps(result))
     return 0

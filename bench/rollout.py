@@ -207,8 +207,8 @@ def main() -> None:
 
         check_reqs = reqs[:8]
         after = engine.generate(check_reqs, SamplingSpec(max_tokens=32))
-        gap = logprob_mismatch(hf, processor, after.rollouts, {r.item_id: r.image for r in check_reqs},
-                               {r.item_id: r.prompt for r in check_reqs})
+        gap = logprob_mismatch(hf, processor, after.rollouts, {r.record_id: r.image for r in check_reqs},
+                               {r.record_id: r.prompt for r in check_reqs})
         log(f"log-prob gap after sync: max {gap['logprob_max_abs_diff']:.2e} over {gap['tokens']} tokens")
 
     print(json.dumps({

@@ -259,7 +259,13 @@ class TrainConfig(_Section):
     # false: the engines keep the warm start's weights, so every pair is built from the warm start's own
     # answers and never refreshed (offline preference optimisation, as the paper's companion code trains).
     on_policy: bool = True
+    # Records each queue between two stages may hold (rollout outputs waiting for an editor, pairs waiting
+    # for a corruption worker, prompts waiting for an engine): a full queue stops its producer. The
+    # learner's own queue is the step window, batch_size x (1 + max_staleness) examples.
     queue_capacity: int = Field(32, ge=1)
+    # Records per stage call, so that a step streams through the stages in pieces (an editor works on the
+    # first chunk while the engine decodes the next). 0: batch_size / (2 x rollout.num_engines), rounded up.
+    chunk_size: int = Field(0, ge=0)
     stage_deadline_s: float = Field(300.0, gt=0)
     # Per-stage overrides of stage_deadline_s: a remote critic can get a tight deadline while rollout
     # keeps room for an engine's first call (sampler compile, cold caches).
@@ -280,7 +286,15 @@ class TrainConfig(_Section):
             raise ValueError("train.bf16 needs train.zero_stage >= 1 (bf16 with ZeRO-0 drifts from fp32)")
         if self.adam_betas[0] >= 1 or self.adam_betas[1] >= 1 or min(self.adam_betas) < 0:
             raise ValueError(f"train.adam_betas must lie in [0, 1), got {self.adam_betas}")
+        if self.chunk_size > self.queue_capacity:
+            raise ValueError(f"train.chunk_size ({self.chunk_size}) must not exceed train.queue_capacity "
+                             f"({self.queue_capacity}): a chunk larger than a queue could never enter it")
         return self
+
+    def chunk(self, num_engines: int) -> int:
+        """Records per stage call (chunk_size, or its default), never more than a queue holds."""
+        auto = max(1, -(-self.batch_size // (2 * max(num_engines, 1))))
+        return min(self.chunk_size or auto, self.queue_capacity)
 
     def deadline_s(self, stage: str) -> float:
         """Seconds a call of `stage` may run before the run stops naming it as hung."""

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from medpo_ray.config import CriticConfig
+from medpo_ray.config import Config, CriticConfig
+from medpo_ray.critics import balance
 from medpo_ray.critics.base import Critic, CriticVerdict, Edit
 from medpo_ray.data.record import Record
 
@@ -31,7 +32,6 @@ def reference_offer_totals(cfg: CriticConfig, records: Iterable[Record], max_rec
     counterfactuals. At most `max_records`, the same ones in every process (by a stable hash of the id)."""
     if cfg.backend != "reference":
         return None
-    from medpo_ray.critics import balance
     from medpo_ray.critics.reference import ReferenceCritic, stable_hash
 
     critic = ReferenceCritic(cfg.measurement_tolerance_mm, cfg.max_changed_words_per_sentence)
@@ -42,10 +42,28 @@ def reference_offer_totals(cfg: CriticConfig, records: Iterable[Record], max_rec
 def reference_keep_rates(cfg: CriticConfig, records: Iterable[Record], max_records: int = 6000
                          ) -> dict[str, float] | None:
     """Keep rates that balance the reference critic's counterfactuals over the records' gold answers."""
-    from medpo_ray.critics import balance
-
     totals = reference_offer_totals(cfg, records, max_records)
     return None if totals is None else balance.keep_from_totals(totals)
 
 
-__all__ = ["Critic", "CriticVerdict", "Edit", "make_critic", "reference_keep_rates", "reference_offer_totals"]
+def counterfactual_balance(cfg: Config, records: dict) -> balance.OnPolicyBalance | None:
+    """The reference critic's counterfactual balance, its prior fitted on this training split's gold answers
+    (critics/balance.py; the prior's rates are written to the run directory); None for other critics."""
+    import json
+    from pathlib import Path
+
+    totals = reference_offer_totals(cfg.critic, records.values())
+    if totals is None:
+        return None
+    fitted = balance.OnPolicyBalance(totals)
+    keep = fitted.rates()
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "counterfactual_balance.json").write_text(json.dumps(keep, indent=1))
+    print(f"[critic] counterfactual keep rates fitted on {len(records)} training records' gold answers, "
+          f"refitted on-policy after each step; {sum(v < 1 for v in keep.values())} of {len(keep)} swaps thinned")
+    return fitted
+
+
+__all__ = ["Critic", "CriticVerdict", "Edit", "counterfactual_balance", "make_critic", "reference_keep_rates",
+           "reference_offer_totals"]

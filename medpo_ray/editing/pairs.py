@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
 from typing import Literal
 
@@ -19,6 +20,7 @@ from medpo_ray.critics.base import CriticVerdict, Edit
 from medpo_ray.data.record import Record
 from medpo_ray.editing.diff import tokenize, word_diff
 from medpo_ray.editing.token_masks import Span, token_mask_for_text
+from medpo_ray.streaming.outcome import StageOutcome
 
 REASONS = (
     "abstain",  # the critic gave no edit (unparseable text, timeout, garbage answer, ...)
@@ -57,7 +59,10 @@ class PairLimits:
 
 @dataclass(frozen=True)
 class PreferencePair:
-    """One minimal-edit pair with character-span masks on both sides (token masks come at collate)."""
+    """The pipeline's one pair type, from the span editor to the loss: a minimal-edit pair with
+    character-span masks on both sides (token masks come at collate), the prompt and clean image x it
+    answers, and, once the corruption stage has made it, the lesion-corrupted image x~ (None: no x~, the
+    visual term is off for this pair). `record_id` is the sample's id from prompt to loss."""
 
     record_id: str
     y_plus: str
@@ -70,6 +75,21 @@ class PreferencePair:
     policy_version: int
     edit_kinds: tuple[str, ...] = ()
     counterfactual: str = ""  # branch B: the critic's balance key of the swap, when it gives one
+    prompt: str = ""
+    image: bytes = b""
+    corrupt_image: bytes | None = None
+
+    @property
+    def kind(self) -> str:
+        """The pair's label in metrics.jsonl: its branch, then the edit kinds (A) or the counterfactual's
+        balance key (B, when the critic gives one): "A:laterality", "B:presence:no>a"."""
+        if self.branch == "B" and self.counterfactual:
+            return f"B:{self.counterfactual}"
+        return f"{self.branch}:{'+'.join(sorted(set(self.edit_kinds))) or '?'}"
+
+    def with_corruption(self, corrupt_image: bytes | None) -> PreferencePair:
+        """This pair with its x~ (the corruption stage's addition)."""
+        return replace(self, corrupt_image=corrupt_image)
 
 
 @dataclass(frozen=True)
@@ -190,7 +210,8 @@ def build_pair(record: Record, y0: str, verdict: CriticVerdict, policy_version: 
             return reject("low_similarity", f"word similarity {sim:.2f} (limit {limits.min_similarity})")
     return PreferencePair(rid, y_plus, y_minus, tuple(spans_plus), tuple(spans_minus), branch, verdict.critic,
                           verdict.raw[: limits.raw_chars], int(policy_version),
-                          tuple(e.kind for e in verdict.edits), verdict.counterfactual if branch == "B" else "")
+                          tuple(e.kind for e in verdict.edits), verdict.counterfactual if branch == "B" else "",
+                          prompt=record.prompt, image=record.image)
 
 
 def _words(text: str) -> list[tuple[str, int, int]]:
@@ -216,14 +237,14 @@ class EditBatch:
         c.update(r.reason for r in self.rejections)
         return dict(c)
 
-    def meta(self) -> dict:
-        """The small part a driver fetches: pair keys (id, version, branch), rejections by id, counts."""
-        return {
-            "pairs": [{"record_id": p.record_id, "policy_version": p.policy_version, "branch": p.branch,
-                       "kinds": list(p.edit_kinds), "counterfactual": p.counterfactual} for p in self.pairs],
-            "rejected": {r.record_id: r.reason for r in self.rejections},
-            "counts": self.counts(),
-        }
+    def outcome(self, seconds: float = 0.0, offered: dict[str, int] | None = None) -> StageOutcome:
+        """The editor stage's typed result: pairs kept (with their policy versions and kinds), rejections
+        dropped with their reason."""
+        kept = tuple(dict.fromkeys(p.record_id for p in self.pairs))
+        return StageOutcome("editor", kept, {r.record_id: r.reason for r in self.rejections if r.record_id not in kept},
+                            versions={p.record_id: p.policy_version for p in self.pairs},
+                            kinds={p.record_id: p.kind for p in self.pairs}, offered=dict(offered or {}),
+                            seconds=seconds, finished=time.time())
 
 
 class PairBuilder:

@@ -203,12 +203,13 @@ def _evaluate_cached(evaluator, model: Path, path: Path) -> dict:
 
 def run_ablation(plan: Ablation, out: Path, train_fn: Callable, results_md: Path | None = None) -> dict:
     """Train every (variant, seed), evaluate SFT and each aligned model, aggregate, write tables and plots."""
+    from medpo_ray.data.splits import ensure_data, load_split
     from medpo_ray.eval import plots
     from medpo_ray.eval.structured import score_majority
     from medpo_ray.eval.study_tables import paired_tables
     from medpo_ray.eval.suite import Evaluator, headline, held_out
     from medpo_ray.eval.tables import aggregate, markdown_mean_std
-    from medpo_ray.sft.run import ensure_data, ensure_sft, load_split
+    from medpo_ray.sft.run import ensure_sft
 
     t0 = time.monotonic()
     base = load_config(plan.base, plan.overrides)

@@ -208,7 +208,7 @@ def generate_texts(engine, requests: Sequence, max_tokens: int, chunk: int = 256
     start = time.perf_counter()
     for lo in range(0, len(requests), chunk):
         res = engine.generate(requests[lo:lo + chunk], spec)
-        texts.update((ro.item_id, ro.text) for ro in res.rollouts)
+        texts.update((ro.record_id, ro.text) for ro in res.rollouts)
         bad.extend(res.bad)
         done, elapsed = min(lo + chunk, len(requests)), time.perf_counter() - start
         rate = done / max(elapsed, 1e-9)

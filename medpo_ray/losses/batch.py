@@ -38,7 +38,7 @@ _SOURCE = "loss batch"
 class PairExample:
     """One minimal-edit preference pair: prompt token ids, y+ / y- texts and their edited character spans."""
 
-    example_id: str
+    record_id: str
     prompt_ids: Sequence[int]
     chosen: str
     rejected: str
@@ -57,17 +57,17 @@ class PreferenceBatch:
     completion_mask: torch.Tensor
     edit_mask: torch.Tensor
     row_pair: torch.Tensor  # [R] index into PAIRS
-    row_example: torch.Tensor  # [R] index into example_ids
+    row_example: torch.Tensor  # [R] index into record_ids
     row_image: torch.Tensor  # [R] b for the clean image of example b, B + b for its corrupted image
     pair_rows: torch.Tensor  # [4, B] row of (pair, example), -1 where not built
     has_corrupt: torch.Tensor  # [B] bool, h
-    example_ids: list[str]
+    record_ids: list[str]
     bad: list[BadRecord]  # examples left out of the batch, with the reason
 
     @property
     def num_examples(self) -> int:
         """B, the number of examples (pairs) in the batch."""
-        return len(self.example_ids)
+        return len(self.record_ids)
 
     def to(self, device: torch.device | str) -> PreferenceBatch:
         """The same batch with every tensor on `device`."""
@@ -160,7 +160,7 @@ def build_preference_batch(examples: Sequence[PairExample], tokenizer, pairs: Se
                 raise LossInputError(f"prompt + response: {longest} tokens exceed max_length {max_length}")
         except LossInputError as e:
             field, _, reason = str(e).partition(": ")
-            bad.append(BadRecord(ex.example_id, field, reason, _SOURCE))
+            bad.append(BadRecord(ex.record_id, field, reason, _SOURCE))
             continue
         good.append((ex, rows))
     if not good:
@@ -192,4 +192,4 @@ def build_preference_batch(examples: Sequence[PairExample], tokenizer, pairs: Se
         edit_mask=edit_mask, row_pair=row_pair, row_example=row_example,
         row_image=row_example + B * corrupted.long(), pair_rows=pair_rows,
         has_corrupt=torch.tensor([ex.has_corrupt for ex, _ in good], dtype=torch.bool),
-        example_ids=[ex.example_id for ex, _ in good], bad=bad)
+        record_ids=[ex.record_id for ex, _ in good], bad=bad)

@@ -90,13 +90,13 @@ def _check_routing(batch: PreferenceBatch, cfg: LossConfig) -> bool:
     for p in (X_POS, X_NEG):
         missing = (batch.pair_rows[p] < 0).nonzero()
         if len(missing):
-            raise LossInputError(f"pair_rows: example {batch.example_ids[int(missing[0])]!r} has no {PAIRS[p]} row")
+            raise LossInputError(f"pair_rows: example {batch.record_ids[int(missing[0])]!r} has no {PAIRS[p]} row")
     for p in _VIS_PAIRS[cfg.vis_mode]:
         missing = (batch.has_corrupt & (batch.pair_rows[p] < 0)).nonzero()
         if len(missing):
             if cfg.gamma > 0:
                 raise LossInputError(
-                    f"pair_rows: example {batch.example_ids[int(missing[0])]!r} has x~ but no {PAIRS[p]} row, "
+                    f"pair_rows: example {batch.record_ids[int(missing[0])]!r} has x~ but no {PAIRS[p]} row, "
                     f"which vis_mode={cfg.vis_mode!r} needs; build the batch with pairs=needed_pairs(cfg)")
             return False
     return bool(batch.has_corrupt.any())

@@ -49,7 +49,7 @@ class SamplingSpec:
 class RolloutRequest:
     """One item to decode: `image` as encoded bytes (or a PIL image), `prompt` as plain text."""
 
-    item_id: str
+    record_id: str
     image: Any
     prompt: str
 
@@ -58,7 +58,7 @@ class RolloutRequest:
 class Rollout:
     """One sampled completion; `logprobs[i]` is log p(token_ids[i]) under the raw (untempered) policy."""
 
-    item_id: str
+    record_id: str
     sample: int
     prompt_token_ids: list[int]
     token_ids: list[int]
@@ -82,9 +82,9 @@ class GenerateResult:
         return sum(len(r.token_ids) for r in self.rollouts)
 
 
-def sample_seed(seed: int, item_id: str, sample: int) -> int:
+def sample_seed(seed: int, record_id: str, sample: int) -> int:
     """Per-sample seed that depends on the item, not on its batch-mates (reproducible re-issues)."""
-    return zlib.crc32(f"{seed}/{item_id}/{sample}".encode())
+    return zlib.crc32(f"{seed}/{record_id}/{sample}".encode())
 
 
 def _configure_env(kv_cache_gib: float) -> None:
@@ -138,14 +138,14 @@ class RolloutEngine:
 
     # ---------------------------------------------------------------- generation
     def _prepare(self, req: RolloutRequest) -> dict:
-        image = open_image(req.image, req.item_id)
-        n_image = image_token_count(self.processor, image, req.item_id)
+        image = open_image(req.image, req.record_id)
+        n_image = image_token_count(self.processor, image, req.record_id)
         text = render_prompt(self.processor, req.prompt)
         # The chat template holds one placeholder that the processor expands to n_image tokens.
         n_text = len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
         length = n_text - 1 + n_image
         if length >= self.max_model_len:
-            raise MedpoError(f"item {req.item_id!r}: prompt is {length} tokens with the image, the context "
+            raise MedpoError(f"item {req.record_id!r}: prompt is {length} tokens with the image, the context "
                              f"holds {self.max_model_len} (prompt + at least one generated token)")
         return {"prompt": text, "multi_modal_data": {"image": image}}
 
@@ -160,25 +160,25 @@ class RolloutEngine:
             try:
                 prompt = self._prepare(req)
             except ImageError as e:
-                result.bad.append(BadRecord(req.item_id, "image", str(e), source="rollout"))
+                result.bad.append(BadRecord(req.record_id, "image", str(e), source="rollout"))
                 continue
             except MedpoError as e:
-                result.bad.append(BadRecord(req.item_id, "prompt", str(e), source="rollout"))
+                result.bad.append(BadRecord(req.record_id, "prompt", str(e), source="rollout"))
                 continue
             for k in range(spec.n):
                 prompts.append(prompt)
                 params.append(SamplingParams(
                     n=1, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens,
-                    seed=sample_seed(spec.seed, req.item_id, k), logprobs=0, ignore_eos=spec.ignore_eos,
+                    seed=sample_seed(spec.seed, req.record_id, k), logprobs=0, ignore_eos=spec.ignore_eos,
                     allowed_token_ids=self.allowed_token_ids))
-                keys.append((req.item_id, k))
+                keys.append((req.record_id, k))
         if prompts:
             outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=False)
-            for (item_id, k), out in zip(keys, outputs, strict=True):
+            for (record_id, k), out in zip(keys, outputs, strict=True):
                 comp = out.outputs[0]
                 lps = [step[tok].logprob for step, tok in zip(comp.logprobs, comp.token_ids, strict=True)]
                 result.rollouts.append(Rollout(
-                    item_id=item_id, sample=k, prompt_token_ids=list(out.prompt_token_ids),
+                    record_id=record_id, sample=k, prompt_token_ids=list(out.prompt_token_ids),
                     token_ids=list(comp.token_ids), text=comp.text, logprobs=lps,
                     finish_reason=str(comp.finish_reason), policy_version=self.policy_version))
         result.seconds = time.perf_counter() - t0

@@ -39,7 +39,7 @@ def logprob_mismatch(model, processor, rollouts: Sequence, images: dict, prompts
                      batch_size: int = 8) -> dict:
     """Compare each rollout's vLLM log-probs with transformers on the same (image, prompt, tokens).
 
-    `images` / `prompts` map item_id to the request's image and prompt text. Returns the max and mean
+    `images` / `prompts` map record_id to the request's image and prompt text. Returns the max and mean
     |difference| over all completion tokens, and how many prompts tokenized differently in the two
     stacks (a non-zero count means the comparison itself is not like for like).
     """
@@ -49,8 +49,8 @@ def logprob_mismatch(model, processor, rollouts: Sequence, images: dict, prompts
         chunk = [r for r in rollouts[start: start + batch_size] if r.token_ids]
         if not chunk:
             continue
-        batch = build_batch(processor, [open_image(images[r.item_id], r.item_id) for r in chunk],
-                            [prompts[r.item_id] for r in chunk], [r.token_ids for r in chunk])
+        batch = build_batch(processor, [open_image(images[r.record_id], r.record_id) for r in chunk],
+                            [prompts[r.record_id] for r in chunk], [r.token_ids for r in chunk])
         hf = completion_logprobs(model, batch)
         for r, n_prompt, ids, row in zip(chunk, batch["prompt_lengths"], batch["input_ids"], hf, strict=True):
             prompt_mismatches += ids[:n_prompt].tolist() != list(r.prompt_token_ids)

@@ -32,8 +32,8 @@ def _eval_records(records, studies: int):
 
 def _evaluate(cfg, ckpt, data_dir, studies: int) -> dict:
     """Validation results, cached beside the checkpoint under a key of the evaluation settings."""
+    from medpo_ray.data.splits import load_split
     from medpo_ray.eval.structured import evaluate
-    from medpo_ray.sft.run import load_split
 
     settings = {"studies": studies, "tol": cfg.critic.measurement_tolerance_mm, "max_tokens": cfg.rollout.max_tokens,
                 "dtype": cfg.model.dtype, "task": cfg.data.task}
@@ -56,8 +56,9 @@ def _sft(args: argparse.Namespace) -> int:
     # 0.5 s -> 2-14 s per step with two busy neighbours); passive waiting costs almost nothing alone.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from medpo_ray.config import load_config
+    from medpo_ray.data.splits import ensure_data
     from medpo_ray.eval.structured import format_table
-    from medpo_ray.sft.run import ensure_data, ensure_sft
+    from medpo_ray.sft.run import ensure_sft
 
     cfg = load_config(args.config, args.set)
     t0 = time.perf_counter()

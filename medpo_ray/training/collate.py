@@ -1,7 +1,7 @@
-"""A learner's input: one preference pair with its images, and its collation into model inputs.
+"""A learner's input, the pipeline's PreferencePair (with its prompt, x and x~), collated into model inputs.
 
-Each rank collates its own share of the batch (tokenizer and image processor are local), so only
-the small `TrainExample`s travel between processes.
+Each rank collates its own share of the batch (tokenizer and image processor are local), so only the
+pairs travel between processes. The loss library's PairExample is the tokenized view built here.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from medpo_ray.config import LossConfig
 from medpo_ray.data.record import BadRecord
-from medpo_ray.editing.token_masks import Span
+from medpo_ray.editing.pairs import PreferencePair
 from medpo_ray.errors import MedpoError
 from medpo_ray.losses import (
     PairExample,
@@ -22,28 +22,6 @@ from medpo_ray.losses import (
 from medpo_ray.models.inputs import image_token_count, open_image
 
 _SOURCE = "learner"
-
-
-@dataclass(frozen=True)
-class TrainExample:
-    """A minimal-edit pair ready to train on: the prompt and clean image x, y+ / y- with their edited
-    character spans, and the lesion-corrupted image x~ (None: no x~, the visual term is off for it)."""
-
-    example_id: str
-    prompt: str
-    image: bytes
-    chosen: str
-    rejected: str
-    chosen_spans: tuple[Span, ...] = ()
-    rejected_spans: tuple[Span, ...] = ()
-    corrupt_image: bytes | None = None
-
-    @classmethod
-    def from_pair(cls, pair, record, corrupt_image: bytes | None) -> TrainExample:
-        """From an editing.pairs.PreferencePair, the Record it was built for and its x~ bytes."""
-        return cls(example_id=pair.record_id, prompt=record.prompt, image=record.image, chosen=pair.y_plus,
-                   rejected=pair.y_minus, chosen_spans=tuple(pair.spans_plus),
-                   rejected_spans=tuple(pair.spans_minus), corrupt_image=corrupt_image)
 
 
 @dataclass
@@ -68,30 +46,30 @@ def _checked(field: str, fn, *args):
         raise _BadField(field, str(e)) from None
 
 
-def _pair_example(ex: TrainExample, processor, vision_ids: set[int]) -> tuple[PairExample, list]:
+def _pair_example(ex: PreferencePair, processor, vision_ids: set[int]) -> tuple[PairExample, list]:
     """The loss library's PairExample and its [x, x~] images; raises _BadField naming what is wrong."""
     tok = processor.tokenizer
-    clean = _checked("image", open_image, ex.image, ex.example_id)
-    n_clean = _checked("image", image_token_count, processor, clean, ex.example_id)
+    clean = _checked("image", open_image, ex.image, ex.record_id)
+    n_clean = _checked("image", image_token_count, processor, clean, ex.record_id)
     prompt_ids = _checked("prompt", chat_prompt_ids, tok, ex.prompt, n_clean)
     corrupt, corrupt_ids = None, None
     if ex.corrupt_image is not None:
-        corrupt = _checked("corrupt_image", open_image, ex.corrupt_image, ex.example_id)
-        n_corrupt = _checked("corrupt_image", image_token_count, processor, corrupt, ex.example_id)
+        corrupt = _checked("corrupt_image", open_image, ex.corrupt_image, ex.record_id)
+        n_corrupt = _checked("corrupt_image", image_token_count, processor, corrupt, ex.record_id)
         if n_corrupt != n_clean:
             corrupt_ids = _checked("prompt", chat_prompt_ids, tok, ex.prompt, n_corrupt)
-    for field, text in (("chosen", ex.chosen), ("rejected", ex.rejected)):
+    for field, text in (("y_plus", ex.y_plus), ("y_minus", ex.y_minus)):
         # A response that spells a vision token would be read as an image slot by the model.
         ids = tok(text, add_special_tokens=False)["input_ids"] if isinstance(text, str) else []
         if vision_ids & set(ids):
             raise _BadField(field, "the response contains an image/vision special token")
-    pair = PairExample(example_id=ex.example_id, prompt_ids=prompt_ids, chosen=ex.chosen, rejected=ex.rejected,
-                       chosen_spans=tuple(ex.chosen_spans), rejected_spans=tuple(ex.rejected_spans),
+    pair = PairExample(record_id=ex.record_id, prompt_ids=prompt_ids, chosen=ex.y_plus, rejected=ex.y_minus,
+                       chosen_spans=tuple(ex.spans_plus), rejected_spans=tuple(ex.spans_minus),
                        has_corrupt=corrupt is not None, corrupt_prompt_ids=corrupt_ids)
     return pair, [clean, corrupt]
 
 
-def collate(examples: Sequence[TrainExample], processor, loss: LossConfig, vision_ids: set[int],
+def collate(examples: Sequence[PreferencePair], processor, loss: LossConfig, vision_ids: set[int],
             image_token_id: int, max_length: int | None = None) -> Collated:
     """Model inputs (input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw) of every row
     the loss needs, and its PreferenceBatch; examples with bad input are listed in `bad`, not raised."""
@@ -101,7 +79,7 @@ def collate(examples: Sequence[TrainExample], processor, loss: LossConfig, visio
         try:
             pair, imgs = _pair_example(ex, processor, vision_ids)
         except _BadField as e:
-            bad.append(BadRecord(ex.example_id, e.field, str(e), _SOURCE))
+            bad.append(BadRecord(ex.record_id, e.field, str(e), _SOURCE))
             continue
         pairs.append(pair)
         images.append(imgs)
@@ -110,9 +88,9 @@ def collate(examples: Sequence[TrainExample], processor, loss: LossConfig, visio
     try:
         batch = build_preference_batch(pairs, processor.tokenizer, needed_pairs(loss), max_length=max_length)
     except MedpoError as e:  # every example refused: the reasons are in the message
-        return Collated({}, None, bad + [BadRecord(",".join(p.example_id for p in pairs), "batch", str(e), _SOURCE)])
-    keep = {p.example_id: imgs for p, imgs in zip(pairs, images, strict=True)}
-    ordered = [keep[i] for i in batch.example_ids]
+        return Collated({}, None, bad + [BadRecord(",".join(p.record_id for p in pairs), "batch", str(e), _SOURCE)])
+    keep = {p.record_id: imgs for p, imgs in zip(pairs, images, strict=True)}
+    ordered = [keep[i] for i in batch.record_ids]
     # Row r shows image row_image[r] of [x_0 .. x_B-1, x~_0 .. x~_B-1] (losses/batch.py).
     pool = [imgs[0] for imgs in ordered] + [imgs[1] for imgs in ordered]
     vis = processor.image_processor(images=[pool[i] for i in batch.row_image.tolist()], return_tensors="pt")
@@ -125,3 +103,33 @@ def collate(examples: Sequence[TrainExample], processor, loss: LossConfig, visio
         "image_grid_thw": vis["image_grid_thw"],
     }
     return Collated(inputs, batch, bad + list(batch.bad))
+
+
+class Collator:
+    """`collate` for one model directory: its processor, vision tokens and image token, loaded once. The
+    learner collates its steps with it; the corruption stage runs `check`, the same code, on each pair as
+    it is made, so a pair the learner would leave out is replaced before its step, not lost from it."""
+
+    def __init__(self, model_dir, loss: LossConfig, max_length: int | None = None):
+        from transformers import AutoConfig
+
+        from medpo_ray.models.loading import load_processor, vision_token_ids
+
+        self.processor = load_processor(model_dir)
+        tok = self.processor.tokenizer
+        tok.chat_template = tok.chat_template or self.processor.chat_template
+        self.vision_ids = vision_token_ids(model_dir)
+        self.image_token_id = int(AutoConfig.from_pretrained(model_dir).image_token_id)
+        self.loss, self.max_length = loss, max_length
+
+    def __call__(self, examples: Sequence[PreferencePair]) -> Collated:
+        return collate(examples, self.processor, self.loss, self.vision_ids, self.image_token_id, self.max_length)
+
+    def check(self, examples: Sequence[PreferencePair]) -> dict[str, str]:
+        """{record id: "field: reason"} of the examples `collate` would leave out (no model forward)."""
+        refused: dict[str, str] = {}
+        for ex in examples:  # one at a time: a refused batch would otherwise name all of its ids
+            bad = self([ex]).bad
+            if bad:
+                refused[ex.record_id] = f"{bad[0].field}: {bad[0].reason}"
+        return refused

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from medpo_ray.config import LossConfig, TrainConfig
+from medpo_ray.editing.pairs import PreferencePair
 from medpo_ray.losses import fire_mpo_loss, token_logprobs
 from medpo_ray.losses.batch import X_NEG, X_POS
-from medpo_ray.models.loading import load_policy, load_processor, vision_token_ids
+from medpo_ray.models.loading import load_policy
 from medpo_ray.training import checkpoint
-from medpo_ray.training.collate import Collated, TrainExample, collate
+from medpo_ray.training.collate import Collated, Collator
 from medpo_ray.training.dist import DistEnv, all_ranks_agree, init_distributed
 from medpo_ray.training.ds_config import build_ds_config, reference_ds_config
 from medpo_ray.training.edit_tokens import edit_token_counts, merge
@@ -49,10 +50,8 @@ class Learner:
         self.model_dir = str(model_dir)
         self.zero3 = train.zero_stage == 3
         self.device = torch.device(get_accelerator().current_device_name())
-        self.processor = load_processor(model_dir)
-        tok = self.processor.tokenizer
-        tok.chat_template = tok.chat_template or self.processor.chat_template
-        self.vision_ids = vision_token_ids(model_dir)
+        self.collator = Collator(model_dir, loss, max_length)
+        self.processor = self.collator.processor
         self.ds_config = build_ds_config(train, env.world_size)
         self._hf_ds = None
         if self.zero3:
@@ -61,7 +60,6 @@ class Learner:
             # While this object lives, from_pretrained builds the model already sharded (zero.Init).
             self._hf_ds = HfDeepSpeedConfig(self.ds_config)
         model = load_policy(model_dir)
-        self.image_token_id = int(model.config.image_token_id)
         self.reference = None if train.finetune == "lora" else self._build_reference()
         seed_everything(seed)  # right before the only random draw of the build: LoRA's init
         policy = prepare_policy(model, train).train()
@@ -92,8 +90,8 @@ class Learner:
         """This learner's data-parallel rank."""
         return self.env.rank
 
-    def _collate(self, examples: Sequence[TrainExample]) -> Collated:
-        return collate(examples, self.processor, self.loss, self.vision_ids, self.image_token_id, self.max_length)
+    def _collate(self, examples: Sequence[PreferencePair]) -> Collated:
+        return self.collator(examples)
 
     def _inputs(self, c: Collated) -> dict:
         return self._to_device(c.inputs)
@@ -110,7 +108,7 @@ class Learner:
         with self.engine.module.disable_adapter():
             return self.engine(**inputs).logits
 
-    def train_step(self, examples: Sequence[TrainExample]) -> dict:
+    def train_step(self, examples: Sequence[PreferencePair]) -> dict:
         """One optimizer step on this rank's share of the global batch; returns this rank's metrics.
 
         The share is split into micro-batches (gradient accumulation). If any rank has a micro-batch
@@ -139,7 +137,7 @@ class Learner:
             loss, diag = fire_mpo_loss(logits, ref_logits, c.batch.to(self.device), self.loss)
             self.engine.backward(loss)
             self.engine.step()
-            trained += c.batch.example_ids
+            trained += c.batch.record_ids
             pushed.append(edit_token_counts(c.batch, self._decode))
             n = diag["pairs"] - diag["skipped_pairs"]
             for k, v in diag.items():
@@ -191,7 +189,7 @@ class Learner:
             module.train(was_training)
 
     @torch.no_grad()
-    def score(self, examples: Sequence[TrainExample]) -> dict:
+    def score(self, examples: Sequence[PreferencePair]) -> dict:
         """Sequence log-probs of y+ and y- under the clean image, for the policy and the reference.
 
         Returns {"ids": [...], "policy": [[lp(y+), lp(y-)], ...], "reference": [...], "bad": [...]}.
@@ -201,7 +199,7 @@ class Learner:
             return {"ids": [], "policy": [], "reference": [], "bad": [str(b) for b in c.bad]}
         inputs = self._inputs(c)
         batch = c.batch.to(self.device)
-        out = {"ids": batch.example_ids, "bad": [str(b) for b in c.bad]}
+        out = {"ids": batch.record_ids, "bad": [str(b) for b in c.bad]}
         for name, logits in (("reference", self._reference_logits(inputs)), ("policy", self.engine(**inputs).logits)):
             lp = token_logprobs(logits, batch.input_ids, batch.completion_mask).sum(-1)
             out[name] = torch.stack([lp[batch.pair_rows[X_POS]], lp[batch.pair_rows[X_NEG]]], -1).cpu().tolist()

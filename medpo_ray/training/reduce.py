@@ -8,6 +8,8 @@ SUMMED = ("pairs", "skipped_pairs", "examples", "bad_examples")
 # The same on every rank (set by the optimizer step, which all ranks take together): rank 0's value.
 SHARED = ("step", "lr", "grad_norm", "skipped_step")
 LISTS = ("bad", "trained_ids")
+# When the step computed (epoch seconds): from the first rank's start to the last rank's end.
+SPAN = {"t_start": min, "t_end": max}
 # Counts by token and direction (training/edit_tokens.py): added up over ranks.
 TOKEN_COUNTS = "edit_tokens"
 
@@ -22,6 +24,9 @@ def reduce_metrics(per_rank: list[dict]) -> dict:
     for key in SUMMED:
         if any(key in m for m in per_rank):
             out[key] = sum(float(m.get(key, 0.0)) for m in per_rank)
+    for key, pick in SPAN.items():
+        if any(key in m for m in per_rank):
+            out[key] = pick(float(m[key]) for m in per_rank if key in m)
     for key in SHARED:
         if key in per_rank[0]:
             out[key] = per_rank[0][key]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medpo_ray.cli import main
+from driver.cli import main
 from tests.integration.promstack import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -84,10 +84,11 @@ def test_span_editor(local_ray, records):
     answers = [r.target for r in records[:3]] + wrong + ["%%% not a report %%%"]
     recs = records[:3] + records[:3] + records[3:4]
     meta, pairs = ray.get(list(editor.edit.options(num_returns=2).remote(recs, answers, 7)))
-    counts = meta["counts"]
+    counts = ray.get(editor.counts.remote())
     assert sum(counts.values()) == len(answers)
     assert counts.get("pairs_A", 0) >= 1 and counts.get("pairs_B", 0) >= 1
-    assert meta["rejected"].get(records[3].record_id) == "abstain"
+    assert meta.stage == "editor" and meta.dropped.get(records[3].record_id) == "abstain"
+    assert set(meta.kept) == {p.record_id for p in pairs} and set(meta.versions.values()) == {7}
     for p in pairs:
         assert p.policy_version == 7 and p.critic == "reference"
         assert p.spans_plus and p.spans_minus

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medpo_ray.cli import main
+from driver.cli import main
 
 pytestmark = pytest.mark.integration
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
@@ -34,8 +34,8 @@ def setup(tmp_path_factory):
 
 def _records(root):
     from medpo_ray.config import load_config
+    from medpo_ray.data.splits import load_split
     from medpo_ray.eval.suite import held_out
-    from medpo_ray.sft.run import load_split
 
     records, bad = load_split(load_config(DEMO), root / "data", "test")
     assert records and not bad

@@ -108,7 +108,7 @@ def test_zero1_full_finetune_matches_single_process_and_resumes_exactly(local_ra
 
     assert [m["step"] for m in metrics] == [1, 2, 3]
     assert all(m["examples"] == 4 and m["bad"] == [] for m in metrics)
-    assert sorted(metrics[0]["trained_ids"]) == sorted(ex.example_id for ex in batch)
+    assert sorted(metrics[0]["trained_ids"]) == sorted(ex.record_id for ex in batch)
     assert metrics[-1]["loss"] < metrics[0]["loss"] and metrics[-1]["delta_pref"] > 0
     for k in states[0]:  # data-parallel replicas after the all-gather: bit for bit the same
         assert torch.equal(states[0][k], states[1][k]), k
@@ -177,5 +177,5 @@ def test_zero3_lora_trains_only_adapters_and_keeps_the_reference(local_ray, mode
     for k in states[0]:
         assert torch.equal(final[k], states[0][k]), k
     assert skipped["skipped_step"] == 1 and skipped["trained_ids"] == [] and skipped["step"] == 2
-    assert len(skipped["bad"]) == 2 and batch[3].example_id in skipped["bad"][1] and "'image'" in skipped["bad"][1]
+    assert len(skipped["bad"]) == 2 and batch[3].record_id in skipped["bad"][1] and "'image'" in skipped["bad"][1]
     assert all(torch.equal(unchanged[k], final[k]) for k in final)

@@ -44,7 +44,7 @@ def server(tmp_path_factory):
     """Base URL of a vLLM OpenAI server (structured output on, API key required) of the tiny model."""
     root = tmp_path_factory.mktemp("critic_vllm")
     model = root / "model"
-    subprocess.run([sys.executable, "-m", "medpo_ray.cli", "model", "tiny", "--out", str(model)], check=True,
+    subprocess.run([sys.executable, "-m", "driver.cli", "model", "tiny", "--out", str(model)], check=True,
                    capture_output=True, timeout=300)
     port = _free_port()
     log = (root / "server.log").open("w")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from medpo_ray.cli import main
+from driver.cli import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from medpo_ray.cli import main
+from driver.cli import main
 from tests.integration.promstack import REPO
 
 pytestmark = pytest.mark.integration

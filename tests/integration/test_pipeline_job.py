@@ -2,7 +2,7 @@
 
 The job is submitted with the `ray job submit` CLI, as KubeRay does: the repository is the job's working
 directory (uploaded without the venv, artifacts, git data and caches) and the entry point is the repo's
-venv python running `-m medpo_ray.cli train`. Prometheus loads the shipped scrape config aimed at this
+venv python running `-m driver.cli train`. Prometheus loads the shipped scrape config aimed at this
 head; the training counters it stored must agree with the run's summary.json.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def job(pipeline_setup):
         with prometheus(ray_scrape_config(head)) as prom:
             submitted = head.cli("job", "submit", "--address", head.dashboard_url, "--submission-id", JOB,
                                  "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"excludes": EXCLUDES}),
-                                 "--no-wait", "--", sys.executable, "-m", "medpo_ray.cli", "train",
+                                 "--no-wait", "--", sys.executable, "-m", "driver.cli", "train",
                                  "--config", str(config))
             assert submitted.returncode == 0, submitted.stdout + submitted.stderr
             status = wait_until("the training job to finish", lambda: _job_status(head), 600, interval_s=1)

@@ -25,17 +25,11 @@ import ray
 from safetensors.torch import load_file
 
 from actors.fleet import Fleet
-from medpo_ray.cli import main
+from driver.cli import main
+from driver.loop import METRICS_FILE, STATE_FILE, Driver, RunStopped
+from medpo_ray.critics import counterfactual_balance
+from medpo_ray.data.splits import load_probe_records, load_train_records
 from medpo_ray.ledger import Ledger
-from medpo_ray.pipeline import (
-    METRICS_FILE,
-    STATE_FILE,
-    Driver,
-    RunStopped,
-    counterfactual_balance,
-    load_probe_records,
-    load_train_records,
-)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -23,7 +23,6 @@ from medpo_ray.data.reports import REPORT_PROMPT
 from medpo_ray.data.synth import generate_study
 from medpo_ray.editing.pairs import PreferencePair, build_pair
 from medpo_ray.guard import token_means
-from medpo_ray.training.collate import TrainExample
 from tests.unit.training.examples import build_tiny_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -60,7 +59,7 @@ def right_policy(tmp_path_factory, records):
     return out
 
 
-def _pairs(records, keep: dict[str, float] | None, only: str | None = None) -> list[TrainExample]:
+def _pairs(records, keep: dict[str, float] | None, only: str | None = None) -> list[PreferencePair]:
     critic = ReferenceCritic(keep_rates=keep)
     out = []
     for r in records:
@@ -77,7 +76,7 @@ def _pairs(records, keep: dict[str, float] | None, only: str | None = None) -> l
         pair = build_pair(r, r.target, verdict, 0)
         if isinstance(pair, PreferencePair):
             x_tilde, _ = corrupt_png(r.image, mask_png=r.lesion_mask, mode="inpaint", key=r.record_id)
-            out.append(TrainExample.from_pair(pair, r, x_tilde))
+            out.append(pair.with_corruption(x_tilde))
     return out
 
 

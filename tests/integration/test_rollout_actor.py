@@ -77,8 +77,8 @@ def test_generates_from_images_and_refuses_bad_items_by_name(actor, learner):
     res = generate(actor, REQUESTS + bad, SamplingSpec(n=2, temperature=1.0, max_tokens=12, seed=7))
     assert sorted((b.record_id, b.field) for b in res.bad) == [("broken", "image"), ("too-long", "prompt")]
     assert "context holds 256" in next(b.reason for b in res.bad if b.record_id == "too-long")
-    assert sorted((r.item_id, r.sample) for r in res.rollouts) == sorted(
-        (q.item_id, k) for q in REQUESTS for k in range(2))
+    assert sorted((r.record_id, r.sample) for r in res.rollouts) == sorted(
+        (q.record_id, k) for q in REQUESTS for k in range(2))
     forbidden = {processor.tokenizer.convert_tokens_to_ids(t) for t in
                  ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")}
     image_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
@@ -90,9 +90,9 @@ def test_generates_from_images_and_refuses_bad_items_by_name(actor, learner):
         assert r.prompt_token_ids.count(image_id) == 16
     # Seeds are per (item, sample): the same call again gives the same samples; the two samples differ.
     again = generate(actor, REQUESTS, SamplingSpec(n=2, temperature=1.0, max_tokens=12, seed=7))
-    by_key = {(r.item_id, r.sample): r.token_ids for r in res.rollouts}
-    assert all(by_key[(r.item_id, r.sample)] == r.token_ids for r in again.rollouts)
-    assert any(by_key[(q.item_id, 0)] != by_key[(q.item_id, 1)] for q in REQUESTS)
+    by_key = {(r.record_id, r.sample): r.token_ids for r in res.rollouts}
+    assert all(by_key[(r.record_id, r.sample)] == r.token_ids for r in again.rollouts)
+    assert any(by_key[(q.record_id, 0)] != by_key[(q.record_id, 1)] for q in REQUESTS)
 
 
 def test_push_changes_outputs_and_logprobs_match_transformers(actor, group, learner):
@@ -111,8 +111,8 @@ def test_push_changes_outputs_and_logprobs_match_transformers(actor, group, lear
     after = generate(actor)
     assert all(r.policy_version == 1 for r in after.rollouts)
     assert any(a.token_ids != b.token_ids for a, b in zip(before.rollouts, after.rollouts, strict=True))
-    gap = logprob_mismatch(model, processor, after.rollouts, {q.item_id: q.image for q in REQUESTS},
-                           {q.item_id: q.prompt for q in REQUESTS})
+    gap = logprob_mismatch(model, processor, after.rollouts, {q.record_id: q.image for q in REQUESTS},
+                           {q.record_id: q.prompt for q in REQUESTS})
     assert gap["prompt_mismatches"] == 0 and gap["tokens"] == sum(len(r.token_ids) for r in after.rollouts)
     assert gap["logprob_max_abs_diff"] < 1e-4
     # The first push verified the copy reload against vLLM's; the next one takes it, and agrees as well.
@@ -124,8 +124,8 @@ def test_push_changes_outputs_and_logprobs_match_transformers(actor, group, lear
     assert stats["reload_path"] == "inplace" and stats["policy_version"] == 2
     again = generate(actor)
     assert any(a.logprobs != b.logprobs for a, b in zip(after.rollouts, again.rollouts, strict=True))
-    gap = logprob_mismatch(model, processor, again.rollouts, {q.item_id: q.image for q in REQUESTS},
-                           {q.item_id: q.prompt for q in REQUESTS})
+    gap = logprob_mismatch(model, processor, again.rollouts, {q.record_id: q.image for q in REQUESTS},
+                           {q.record_id: q.prompt for q in REQUESTS})
     assert gap["prompt_mismatches"] == 0 and gap["logprob_max_abs_diff"] < 1e-4
 
 
@@ -169,8 +169,8 @@ def test_frozen_tensors_the_engine_already_holds_are_skipped(actor, group, learn
     stats = sync.sync(garbage.items(), version=version + 2, frozen=vision)
     assert stats["reload_path"] == "inplace" and stats["skipped_frozen"] == len(vision)
     served = generate(actor)
-    gap = logprob_mismatch(model, processor, served.rollouts, {q.item_id: q.image for q in REQUESTS},
-                           {q.item_id: q.prompt for q in REQUESTS})
+    gap = logprob_mismatch(model, processor, served.rollouts, {q.record_id: q.image for q in REQUESTS},
+                           {q.record_id: q.prompt for q in REQUESTS})
     assert gap["prompt_mismatches"] == 0 and gap["logprob_max_abs_diff"] < 1e-4
     full = sync.sync(named.items(), version=version + 3)  # unmarked: every layer is written and re-packed
     assert full["skipped_frozen"] == 0 and 0 < stats["layers_repacked"] < full["layers_repacked"]
@@ -189,11 +189,11 @@ def test_an_engine_whose_load_failed_refuses_rollouts_until_a_load_succeeds(acto
         ray.get(actor.sync_from.remote(bad, version + 1))
     # The pipeline queues the next step's rollouts behind a load without waiting for it: after a failed
     # load they must stop the run naming it, not run on the old weights.
-    records = [SimpleNamespace(record_id=q.item_id, image=q.image, prompt=q.prompt) for q in REQUESTS[:1]]
+    records = [SimpleNamespace(record_id=q.record_id, image=q.image, prompt=q.prompt) for q in REQUESTS[:1]]
     with pytest.raises(ray.exceptions.RayTaskError,
                        match=f"failed to load policy version {version + 1}: WeightSyncError"):
         ray.get(actor.rollout.remote(records, GREEDY))
     stats = ray.get(actor.sync_from.remote(pack_flat(named.items()), version + 1))
     assert stats["policy_version"] == version + 1 and not stats.get("already")
     meta, result = ray.get(actor.rollout.remote(records, GREEDY))
-    assert meta["policy_version"] == version + 1 and [r.item_id for r in result.rollouts] == ["png"]
+    assert meta.versions == {"png": version + 1} and [r.record_id for r in result.rollouts] == ["png"]

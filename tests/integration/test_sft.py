@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medpo_ray.cli import main
+from driver.cli import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
@@ -16,8 +16,8 @@ EVAL_STUDIES = 20
 
 def test_short_sft_beats_the_random_init_and_is_cached(tmp_path, capsys):
     from medpo_ray.config import load_config
+    from medpo_ray.data.splits import load_split
     from medpo_ray.eval.structured import evaluate
-    from medpo_ray.sft.run import load_split
 
     sets = [f"data.path={tmp_path / 'data'}", "data.studies=400", f"sft.out_dir={tmp_path / 'sft'}",
             "sft.steps=100000", "sft.max_seconds=60"]

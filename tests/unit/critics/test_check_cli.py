@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from medpo_ray.cli import main
+from driver.cli import main
 from medpo_ray.data.lesions import LesionParams
 from medpo_ray.data.synth import synthesize
 

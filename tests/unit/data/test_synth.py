@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from medpo_ray.cli import main
+from driver.cli import main
 from medpo_ray.data.lesions import LesionParams
 from medpo_ray.data.synth import generate_study, split_of, synthesize
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from medpo_ray.cli import main
+from driver.cli import main
 from medpo_ray.data.validate import validate_path
 from tests.unit.data.layouts import image, mask
 

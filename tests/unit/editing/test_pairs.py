@@ -129,13 +129,14 @@ def test_builder_counts_and_drops_duplicates():
     builder.build(REC, Y0, CriticVerdict("abstain", reason="not JSON"), 2)
     assert builder.counts == {"pairs_A": 1, "pairs_B": 1, "duplicate": 1, "edit_not_found": 1, "abstain": 1}
     assert set(builder.counts) - {"pairs_A", "pairs_B"} <= set(REASONS)
-    assert batch.meta() == {
-        "pairs": [{"record_id": "s1/report", "policy_version": 2, "branch": "A", "kinds": [""],
-                   "counterfactual": ""},
-                  {"record_id": "s2/report", "policy_version": 2, "branch": "B", "kinds": [""],
-                   "counterfactual": ""}],
-        "rejected": {"s1/report": "edit_not_found"},  # the last word on a record id
-        "counts": batch.counts()}
+    # The editor stage's typed result, on one answer per record as the pipeline sends them.
+    s3 = Record("s3/report", "report", b"img", "Describe.", "")
+    one = PairBuilder().build_batch([REC, recs[3], s3], [Y0] * 3, [verdicts[0], verdicts[3], verdicts[2]], [2, 2, 1])
+    out = one.outcome(seconds=0.5, offered={"presence:no>a": 2})
+    assert out.stage == "editor" and out.kept == ("s1/report", "s2/report")
+    assert out.dropped == {"s3/report": "edit_not_found"} and out.versions == {"s1/report": 2, "s2/report": 2}
+    assert out.kinds == {"s1/report": "A:?", "s2/report": "B:?"} and out.offered == {"presence:no>a": 2}
+    assert one.pairs[0].prompt == REC.prompt and one.pairs[0].image == REC.image  # the pair carries its x
     with pytest.raises(ValueError, match="2 records, 1 answers"):
         builder.build_batch(recs[:2], answers[:1], verdicts[:1], 0)
     again = PairBuilder().build_batch(recs[:2], answers[:2], [verdicts[0], verdicts[3]], policy_version=[4, 5])

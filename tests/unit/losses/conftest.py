@@ -43,7 +43,7 @@ def logits_for(batch, vocab: int, tag: int = 0, scale: float = 2.0, dtype=torch.
     R, T = batch.input_ids.shape
     out = torch.empty(R, T, vocab, dtype=dtype)
     for r in range(R):
-        key = f"{batch.example_ids[int(batch.row_example[r])]}/{int(batch.row_pair[r])}/{tag}"
+        key = f"{batch.record_ids[int(batch.row_example[r])]}/{int(batch.row_pair[r])}/{tag}"
         g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
         out[r] = (torch.randn(256, vocab, generator=g, dtype=torch.float64) * scale)[:T].to(dtype)
     return out

@@ -25,7 +25,7 @@ def test_prompt_comes_from_the_chat_template_with_expanded_image_tokens(tok):
 def test_rows_are_pair_major_and_route_to_examples_and_images(tok, examples):
     batch = build_preference_batch(examples, tok)
     B = batch.num_examples
-    assert B == 3 and batch.example_ids == ["ex0", "ex1", "ex2"] and batch.bad == []
+    assert B == 3 and batch.record_ids == ["ex0", "ex1", "ex2"] and batch.bad == []
     assert batch.has_corrupt.tolist() == [True, True, False]
     # 2 + 2 + 2 + 2 - the two x~ rows of ex2, which has no corrupted image
     assert batch.input_ids.shape[0] == 10
@@ -38,7 +38,7 @@ def test_rows_are_pair_major_and_route_to_examples_and_images(tok, examples):
                 assert int(batch.row_example[r]) == b and int(batch.row_pair[r]) == p
                 assert int(batch.row_image[r]) == b + (B if p in (XC_NEG, XC_POS) else 0)
     moved = batch.to("cpu")
-    assert moved.example_ids == batch.example_ids and moved.input_ids.equal(batch.input_ids)
+    assert moved.record_ids == batch.record_ids and moved.input_ids.equal(batch.input_ids)
     ex = examples[0]
     r = int(batch.pair_rows[XC_POS, 0])
     assert batch.input_ids[r, :len(ex.corrupt_prompt_ids)].tolist() == list(ex.corrupt_prompt_ids)
@@ -81,7 +81,7 @@ def test_bad_examples_are_named_counted_and_lose_nothing_else(tok, examples):
         PairExample("bad_id", [*p[:-1], 10**6], "No mass.", "A mass.", [(0, 2)], [(2, 6)]),
     ]
     batch = build_preference_batch([bad[0], examples[0], *bad[1:], examples[1]], tok, max_length=256)
-    assert batch.example_ids == ["ex0", "ex1"]
+    assert batch.record_ids == ["ex0", "ex1"]
     got = {b.record_id: (b.field, b.reason) for b in batch.bad}
     assert got["span_out"][0] == "rejected_spans" and "outside the text" in got["span_out"][1]
     assert got["empty_y"] == ("chosen", "empty response")

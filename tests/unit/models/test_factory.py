@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from medpo_ray.cli import main
+from driver.cli import main
 from medpo_ray.errors import MedpoError
 from medpo_ray.models.presets import PRESETS, get_preset, qwen2vl_config_kwargs
 from medpo_ray.models.tokenizer import SPECIAL_TOKENS, VISION_TOKENS

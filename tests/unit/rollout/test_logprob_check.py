@@ -36,8 +36,8 @@ def test_padded_batch_matches_stepwise_forward(tiny_policy):
         assert max(abs(a - b) for a, b in zip(row, ref, strict=True)) < 1e-5
 
 
-def rollout(item_id, prompt_ids, ids, lps):
-    return Rollout(item_id=item_id, sample=0, prompt_token_ids=prompt_ids, token_ids=ids, text="",
+def rollout(record_id, prompt_ids, ids, lps):
+    return Rollout(record_id=record_id, sample=0, prompt_token_ids=prompt_ids, token_ids=ids, text="",
                    logprobs=lps, finish_reason="length", policy_version=0)
 
 

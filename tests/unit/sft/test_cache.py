@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from medpo_ray.cli import main
+from driver.cli import main
 
 pytestmark = pytest.mark.unit
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from medpo_ray.training.collate import TrainExample
+from medpo_ray.editing.pairs import PreferencePair
 
 _SIDE = re.compile(r"\b(right|left)-sided\b")
 
 
 def build_tiny_model(out: Path) -> Path:
     """`medpo-ray model tiny --out OUT`: the embedded random-init Qwen2-VL."""
-    from medpo_ray.cli import main
+    from driver.cli import main
 
     assert main(["model", "tiny", "--out", str(out)]) == 0
     return out
@@ -29,7 +29,7 @@ def flip_side(report: str) -> str | None:
     return head + sep + impression[:m.start(1)] + other + impression[m.end(1):]
 
 
-def make_examples(n: int, size: int = 112, start: int = 0, with_corrupt: bool = True) -> list[TrainExample]:
+def make_examples(n: int, size: int = 112, start: int = 0, with_corrupt: bool = True) -> list[PreferencePair]:
     """n branch-B style pairs from embedded studies that report a lesion (deterministic)."""
     from medpo_ray.corruption.codec import corrupt_png
     from medpo_ray.data.lesions import LesionParams
@@ -49,7 +49,6 @@ def make_examples(n: int, size: int = 112, start: int = 0, with_corrupt: bool = 
         corrupt = None
         if with_corrupt:
             corrupt, _ = corrupt_png(row["image"], mask_png=row["lesion_mask"], mode="inpaint", key=row["study_id"])
-        out.append(TrainExample(example_id=row["study_id"], prompt=REPORT_PROMPT, image=row["image"],
-                                chosen=row["report"], rejected=rejected, chosen_spans=tuple(spans_plus),
-                                rejected_spans=tuple(spans_minus), corrupt_image=corrupt))
+        out.append(PreferencePair(row["study_id"], row["report"], rejected, tuple(spans_plus), tuple(spans_minus),
+                                  "B", "test", "", 0, prompt=REPORT_PROMPT, image=row["image"], corrupt_image=corrupt))
     return out

@@ -23,7 +23,7 @@ def test_rows_images_and_masks_line_up_and_the_model_runs_them(setup):
     examples = make_examples(2)
     c = collate(examples, processor, LossConfig(), vision, image_id)
     b = c.batch
-    assert c.bad == [] and b.example_ids == [e.example_id for e in examples]
+    assert c.bad == [] and b.record_ids == [e.record_id for e in examples]
     rows = b.input_ids.shape[0]
     assert rows == 8  # (x,y+), (x,y-), (x~,y-), (x~,y+) for each example
     assert c.inputs["image_grid_thw"].shape[0] == rows
@@ -59,10 +59,10 @@ def test_bad_examples_are_named_and_the_rest_kept(setup):
     processor, vision, image_id, _ = setup
     good, broken, spelled = make_examples(3)
     broken = dataclasses.replace(broken, image=b"\x89PNG truncated")
-    spelled = dataclasses.replace(spelled, chosen=spelled.chosen + " <|image_pad|>")
+    spelled = dataclasses.replace(spelled, y_plus=spelled.y_plus + " <|image_pad|>")
     c = collate([good, broken, spelled], processor, LossConfig(), vision, image_id)
-    assert c.batch.example_ids == [good.example_id]
-    assert [(b.record_id, b.field) for b in c.bad] == [(broken.example_id, "image"), (spelled.example_id, "chosen")]
+    assert c.batch.record_ids == [good.record_id]
+    assert [(b.record_id, b.field) for b in c.bad] == [(broken.record_id, "image"), (spelled.record_id, "y_plus")]
     assert "cannot be decoded" in c.bad[0].reason
     none = collate([broken], processor, LossConfig(), vision, image_id)
     assert none.batch is None and none.inputs == {} and len(none.bad) == 1

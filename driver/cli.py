@@ -18,9 +18,9 @@ _COMMAND_MODULES = [
     "medpo_ray.models.cli",
     "medpo_ray.critics.check",
     "medpo_ray.sft.cli",
-    "medpo_ray.run_cli",
-    "medpo_ray.demo_cli",
-    "medpo_ray.eval_cli",
+    "driver.train_cli",
+    "driver.demo_cli",
+    "driver.eval_cli",
 ]
 
 AddCommand = Callable[..., argparse.ArgumentParser]

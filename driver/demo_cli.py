@@ -10,7 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
-from medpo_ray.run_cli import add_config_args
+from driver.train_cli import add_config_args
 
 
 def register(add) -> None:
@@ -24,7 +24,7 @@ def register(add) -> None:
 
 
 def _held_out(cfg, data_dir: Path, split: str, studies: int) -> list:
-    from medpo_ray.sft.run import load_split
+    from medpo_ray.data.splits import load_split
 
     records, _ = load_split(cfg, data_dir, split)
     keep = sorted({r.study_id for r in records})[:studies]
@@ -32,13 +32,14 @@ def _held_out(cfg, data_dir: Path, split: str, studies: int) -> list:
 
 
 def _demo(args) -> int:
+    from driver.launch import train
     from medpo_ray.config import load_config
+    from medpo_ray.data.splits import ensure_data, load_split
     from medpo_ray.eval.structured import score_majority
     from medpo_ray.eval.study_tables import paired_tables
     from medpo_ray.eval.suite import Evaluator, headline
     from medpo_ray.eval.tables import markdown_table
-    from medpo_ray.pipeline import train
-    from medpo_ray.sft.run import ensure_data, ensure_sft, load_split
+    from medpo_ray.sft.run import ensure_sft
 
     t0 = time.monotonic()
     cfg = load_config(args.config, args.overrides)

@@ -32,9 +32,9 @@ def policy_dir(cfg) -> str:
 
 
 def _train(args) -> int:
+    from driver.launch import train
     from medpo_ray.config import load_config
-    from medpo_ray.pipeline import train
-    from medpo_ray.sft.run import ensure_data
+    from medpo_ray.data.splits import ensure_data
 
     cfg = load_config(args.config, args.overrides)
     data_dir = ensure_data(cfg)

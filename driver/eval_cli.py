@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from driver.train_cli import add_config_args
 from medpo_ray.errors import MedpoError
-from medpo_ray.run_cli import add_config_args
 
 
 def register(add) -> None:
@@ -48,10 +48,10 @@ def _run_dir(model: Path) -> Path | None:
 
 def _eval(args) -> int:
     from medpo_ray.config import load_config
+    from medpo_ray.data.splits import load_split
     from medpo_ray.eval import plots
     from medpo_ray.eval.suite import Evaluator, headline, held_out
     from medpo_ray.eval.tables import markdown_table
-    from medpo_ray.sft.run import load_split
 
     if args.studies < 1 or args.grounding_studies < 0:
         raise MedpoError("--studies must be >= 1 and --grounding-studies >= 0")
@@ -91,8 +91,8 @@ def _eval(args) -> int:
 
 
 def _ablate(args) -> int:
+    from driver.launch import train
     from medpo_ray.eval.ablate import load_ablation, run_ablation
-    from medpo_ray.pipeline import train
 
     plan = load_ablation(args.config, quick=args.quick, overrides=args.overrides)
     out = Path(args.out or plan.out_dir)

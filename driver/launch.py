@@ -1,0 +1,76 @@
+"""How a run starts: join or start Ray (loopback only by default), build the Fleet, drive it, summarise."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import ray
+
+from actors.fleet import Fleet
+from driver.loop import Driver
+from medpo_ray.config import Config
+from medpo_ray.critics import counterfactual_balance
+from medpo_ray.data.splits import load_probe_records, load_train_records
+from medpo_ray.errors import MedpoError
+from medpo_ray.streaming.steps import check_records
+
+
+def _ray_init(cfg: Config) -> None:
+    """Join the cluster of a `ray job submit` (RAY_ADDRESS set) or start a local one on loopback."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()  # inside a job: the runtime env is the job's
+        return
+    _check_port_free(cfg.metrics.host, cfg.metrics.export_port)
+    if cfg.metrics.host.startswith("127."):
+        # Without this Ray swaps 127.0.0.1 for the host's address and binds its ports on every interface.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(num_cpus=max(cfg.run.ray_num_cpus or 0, os.cpu_count() or 1, _cpus_needed(cfg)),
+             include_dashboard=False, _metrics_export_port=cfg.metrics.export_port,
+             _node_ip_address=cfg.metrics.host, log_to_driver=cfg.run.log_actors)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    # Ray's node does not report a taken metrics port: it times out starting, with no word of the port.
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise MedpoError(f"metrics.export_port {port} on {host} is not available ({e.strerror}): another "
+                             "Ray or service holds it; pick a free port with --set metrics.export_port=N") from None
+
+
+def _cpus_needed(cfg: Config) -> int:
+    # Logical CPUs for the placement: stages interleave in strict mode, so a 2-core machine can host
+    # learners (1 each) + engines (1 each) + light actors without real oversubscription.
+    light = 0.25 * (cfg.critic.num_editors + cfg.corruption.num_workers)
+    return int(math.ceil(cfg.train.num_learners * cfg.train.cpus_per_rank
+                         + cfg.rollout.num_engines * cfg.rollout.cpus_per_engine + light))
+
+
+def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> dict:
+    """Run the on-policy loop from `model_dir` (HF VLM); returns a summary with the ledger's counts."""
+    records = load_train_records(cfg, Path(data_dir))
+    check_records(cfg, records)
+    balance = counterfactual_balance(cfg, records)
+    probe_records = load_probe_records(cfg, Path(data_dir))
+    _ray_init(cfg)
+    t0 = time.monotonic()
+    fleet = Fleet(cfg, model_dir, keep_rates=balance.rates() if balance is not None else None)
+    try:
+        driver = Driver(cfg, records, fleet, resume=resume, probe_records=probe_records, balance=balance)
+        driver.run()
+    finally:
+        fleet.shutdown()
+    summary = {"steps": driver.step, "seconds": round(time.monotonic() - t0, 1), **driver.ledger.summary(),
+               "checkpoint": str(driver.last_checkpoint),
+               "weight_transport": fleet.weight_transport,
+               **(driver.guard.summary(model_dir, driver.out) if driver.guard is not None else {})}
+    (driver.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
