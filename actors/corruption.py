@@ -78,7 +78,7 @@ class CorruptionWorker:
         by_id = {r.record_id: r for r in records}
         meta, done = self.corrupt([by_id[p.record_id] for p in pairs])
         x_tilde = {c.record_id: c.image for c in done}
-        out = [p.with_corruption(x_tilde[p.record_id]) for p in pairs if p.record_id in x_tilde]
+        out = [p.with_images(by_id[p.record_id].image, x_tilde[p.record_id]) for p in pairs if p.record_id in x_tilde]
         dropped = dict(meta["bad"])
         if self.collator is not None:
             refused = self.collator.check(out)

@@ -81,7 +81,7 @@ class SequentialLoop:
         t = time.perf_counter()
         made, _bad = corrupt_records([samples[p.record_id] for p in batch.pairs], self.cfg.corruption)
         x_tilde = {c.record_id: c.image for c in made}
-        pairs = [p.with_corruption(x_tilde[p.record_id]) for p in batch.pairs if p.record_id in x_tilde]
+        pairs = [p.with_images(samples[p.record_id].image, x_tilde[p.record_id]) for p in batch.pairs if p.record_id in x_tilde]
         refused = self.learner.collator.check(pairs)  # as the Ray corruption stage checks them
         out = {p.record_id: p for p in pairs if p.record_id not in refused}
         secs["corruption"] += time.perf_counter() - t

@@ -274,7 +274,7 @@ class Driver:
             self.timeline.append(("learner", metrics.pop("t_start"), metrics.pop("t_end")))
         ended = time.time()
         overlap = overlap_share(self.timeline, began, ended)
-        self.timeline = [iv for iv in self.timeline if iv[2] > ended]  # what may still overlap the next step
+        self.timeline = []  # calls still running are appended when they end, and clipped to their step
         mix = Counter(batch.kinds.get(k, "?") for k in trained)
         return {"step": self.step, "pairs": len(trained),
                 "staleness_max": max(staleness, default=0), "staleness_mean": sum(staleness) / max(len(staleness), 1),

@@ -1,4 +1,4 @@
-"""`medpo-ray train`: the on-policy FiRe-MPO run (the driver lives in medpo_ray/pipeline.py)."""
+"""`medpo-ray train`: the on-policy FiRe-MPO run (the driver lives in driver/loop.py, its start in driver/launch.py)."""
 from __future__ import annotations
 
 import argparse

@@ -4,7 +4,7 @@ Epoch e visits the ids in a permutation seeded by (seed, e); the position is (ep
 checkpoint holding it resumes exactly where the killed run stopped. It hands out sample keys
 `"<record_id>@<epoch>"`: the ledger's at-most-once guarantee is per sample, so a record may be trained
 once per epoch. Keys handed out but not trained when the run died are re-issued first from the
-checkpoint's in-flight list (see pipeline.py).
+checkpoint's in-flight list (see driver/loop.py).
 """
 from __future__ import annotations
 

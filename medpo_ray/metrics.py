@@ -56,8 +56,10 @@ class MetricSpec:
 SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("medpo_records_total", "counter", "Records finished by a stage, by outcome.", ("stage", "outcome")),
     MetricSpec("medpo_stage_seconds", "histogram", "Wall time of one stage call.", ("stage",), SECONDS_BUCKETS),
-    MetricSpec("medpo_queue_depth", "gauge", "Items waiting in a bounded inter-stage queue.", ("queue",)),
-    MetricSpec("medpo_queue_capacity", "gauge", "Capacity of a bounded inter-stage queue.", ("queue",)),
+    MetricSpec("medpo_queue_depth", "gauge", "Records waiting in the bounded queue before a stage (label: that stage).",
+               ("queue",)),
+    MetricSpec("medpo_queue_capacity", "gauge", "Records the queue before a stage may hold; a full one stops its producer.",
+               ("queue",)),
     MetricSpec("medpo_policy_version", "gauge", "Policy version served by the rollout engines / trained by the learner.", ("role",)),
     MetricSpec("medpo_sample_staleness", "histogram", "Policy versions between generation and training of a sample.", (), STALENESS_BUCKETS),
     MetricSpec("medpo_stale_dropped_total", "counter", "Samples dropped for exceeding max_staleness."),

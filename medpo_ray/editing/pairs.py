@@ -62,7 +62,8 @@ class PreferencePair:
     """The pipeline's one pair type, from the span editor to the loss: a minimal-edit pair with
     character-span masks on both sides (token masks come at collate), the prompt and clean image x it
     answers, and, once the corruption stage has made it, the lesion-corrupted image x~ (None: no x~, the
-    visual term is off for this pair). `record_id` is the sample's id from prompt to loss."""
+    visual term is off for this pair). The span editor fills the text side and the prompt, the corruption
+    stage adds x and x~. `record_id` is the sample's id from prompt to loss."""
 
     record_id: str
     y_plus: str
@@ -87,9 +88,10 @@ class PreferencePair:
             return f"B:{self.counterfactual}"
         return f"{self.branch}:{'+'.join(sorted(set(self.edit_kinds))) or '?'}"
 
-    def with_corruption(self, corrupt_image: bytes | None) -> PreferencePair:
-        """This pair with its x~ (the corruption stage's addition)."""
-        return replace(self, corrupt_image=corrupt_image)
+    def with_images(self, image: bytes, corrupt_image: bytes | None) -> PreferencePair:
+        """This pair with its clean image x and its x~: the corruption stage's addition (the editor's pairs
+        leave the image out, so the image bytes travel once more, not twice)."""
+        return replace(self, image=image, corrupt_image=corrupt_image)
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ def build_pair(record: Record, y0: str, verdict: CriticVerdict, policy_version: 
     return PreferencePair(rid, y_plus, y_minus, tuple(spans_plus), tuple(spans_minus), branch, verdict.critic,
                           verdict.raw[: limits.raw_chars], int(policy_version),
                           tuple(e.kind for e in verdict.edits), verdict.counterfactual if branch == "B" else "",
-                          prompt=record.prompt, image=record.image)
+                          prompt=record.prompt)
 
 
 def _words(text: str) -> list[tuple[str, int, int]]:

@@ -76,7 +76,7 @@ def _pairs(records, keep: dict[str, float] | None, only: str | None = None) -> l
         pair = build_pair(r, r.target, verdict, 0)
         if isinstance(pair, PreferencePair):
             x_tilde, _ = corrupt_png(r.image, mask_png=r.lesion_mask, mode="inpaint", key=r.record_id)
-            out.append(pair.with_corruption(x_tilde))
+            out.append(pair.with_images(r.image, x_tilde))
     return out
 
 

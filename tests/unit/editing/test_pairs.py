@@ -136,7 +136,8 @@ def test_builder_counts_and_drops_duplicates():
     assert out.stage == "editor" and out.kept == ("s1/report", "s2/report")
     assert out.dropped == {"s3/report": "edit_not_found"} and out.versions == {"s1/report": 2, "s2/report": 2}
     assert out.kinds == {"s1/report": "A:?", "s2/report": "B:?"} and out.offered == {"presence:no>a": 2}
-    assert one.pairs[0].prompt == REC.prompt and one.pairs[0].image == REC.image  # the pair carries its x
+    assert one.pairs[0].prompt == REC.prompt and one.pairs[0].image == b""  # x comes with x~, at corruption
+    assert one.pairs[0].with_images(b"x", None).image == b"x"
     with pytest.raises(ValueError, match="2 records, 1 answers"):
         builder.build_batch(recs[:2], answers[:1], verdicts[:1], 0)
     again = PairBuilder().build_batch(recs[:2], answers[:2], [verdicts[0], verdicts[3]], policy_version=[4, 5])
