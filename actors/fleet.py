@@ -6,6 +6,7 @@ ask for GPUs through `rollout.gpus_per_engine` / `train.gpus_per_rank`).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import ray
@@ -184,12 +185,13 @@ class Fleet:
         summary = self.learners.finish_export(self._export)  # a failed export raises LearnerFailed here
         self.weight_transport = summary["transport"]
         stats = []
-        for actor, ref in zip(self.rollout_actors, loads, strict=True):
+        deadline = time.monotonic() + self.rollout.deadline_s  # one deadline for the whole sync
+        for i, (actor, ref) in enumerate(zip(self.rollout_actors, loads, strict=True)):
             try:
-                stats.append(ray.get(ref))
+                stats.append(self._load_result(ref, deadline, i))
             except RayActorError:  # died during the push: Ray restarts it, and it loads the weights again
                 try:
-                    stats.append(ray.get(actor.sync_from.remote(self.weights_ref, self.version)))
+                    stats.append(self._load_result(actor.sync_from.remote(self.weights_ref, self.version), deadline, i))
                 except RayActorError as e:
                     raise StageError("rollout", f"engine lost during weight sync to version {self.version}: {e}") from e
             except RayTaskError as e:
@@ -201,11 +203,21 @@ class Fleet:
                             "to_engine": last["t_start"] - summary["t_export"] - summary["export_s"],
                             "engine": last["t_end"] - last["t_start"]}}
 
+    def _load_result(self, ref, deadline: float, engine: int) -> dict:
+        """An engine's weight load, or StageError naming the engine once the rollout deadline has passed."""
+        try:
+            return ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+        except GetTimeoutError:
+            raise StageError("rollout", f"engine {engine} did not load policy version {self.version} within "
+                             f"{self.rollout.deadline_s:.0f} s (train.stage_deadlines.rollout): the weight load "
+                             "is hung") from None
+
     def _resync(self, actor) -> None:
         # A restarted engine serves its initial weights: give it the current ones before new work.
         if self.weights_ref is not None:
             try:
-                ray.get(actor.sync_from.remote(self.weights_ref, self.version))
+                self._load_result(actor.sync_from.remote(self.weights_ref, self.version),
+                                  time.monotonic() + self.rollout.deadline_s, self.rollout.actors.index(actor))
             except RayActorError as e:
                 raise StageError("rollout", f"restarted engine lost while loading version {self.version}: {e}") from e
 

@@ -19,7 +19,8 @@ class ConfigError(MedpoError, ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan are refused in every float field: `beta: .inf` would train, to no purpose, forever.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class RunConfig(_Section):
@@ -143,7 +144,9 @@ class CriticConfig(_Section):
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
     concurrency: int = Field(4, ge=1, le=256)
-    prompt_version: str = Field("v1", pattern=r"^[A-Za-z0-9_.-]+$")
+    # v2: untrusted texts go into the prompt as JSON strings (v1 pasted them between <<< >>>, which an
+    # answer containing ">>>" could close).
+    prompt_version: str = Field("v2", pattern=r"^[A-Za-z0-9_.-]+$")
     num_editors: int = Field(1, ge=1)
     # auto: ask for JSON-schema output and fall back to none if the server refuses response_format.
     structured_output: Literal["auto", "json_schema", "json_object", "none"] = "auto"
@@ -388,6 +391,26 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {seen[key] + 1}); "
+                    "YAML would keep only the last one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str):
+    """yaml.safe_load that refuses duplicate keys."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML recipe (or the defaults when path is None), apply overrides, validate."""
     data: dict = {}
@@ -395,7 +418,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         source = str(path)
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = load_yaml(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as e:

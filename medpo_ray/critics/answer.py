@@ -24,7 +24,8 @@ REASONS = (
     "empty",  # the answer is blank
     "too_large",  # the answer (or the HTTP body) is over the size limit
     "injection",  # the answer holds instruction-like text ("ignore previous instructions", chat markers)
-    "not_json",  # not one JSON object
+    "not_json",  # not one JSON object (or nested deeper than MAX_DEPTH, or a number Python refuses)
+    "duplicate_keys",  # a JSON object names one key twice (which one counts is up to the parser)
     "schema",  # JSON of the wrong shape
     "critic_abstained",  # the critic itself said it cannot tell
     "no_edits",  # verdict wrong/right without edits
@@ -36,6 +37,7 @@ REASONS = (
     "too_many_changes",  # more changed words in one sentence than allowed
     # transport (openai_critic.py): after the retries are spent
     "timeout", "connection", "http_error", "bad_response", "no_model",
+    "unexpected",  # the answer broke a check in a way no rule above names (never an exception: a verdict)
     # reference critic (reference.py)
     "no_findings",  # the record has no structured ground truth to compare with
     "unreadable",  # y0 is not in the grammar the rules can read
@@ -54,6 +56,7 @@ _INJECTION = re.compile(
     re.I,
 )
 _WORD = re.compile(r"\w+")
+MAX_DEPTH = 16  # a verdict is 3 levels deep; deeper nesting is garbage (and could exhaust the parser)
 _FENCE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?```$", re.S)
 
 
@@ -90,15 +93,52 @@ def changed_words(old: str, new: str) -> int:
     return sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in ops if tag != "equal")
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _DuplicateKey(next(k for k in keys if keys.count(k) > 1))
+    return dict(pairs)
+
+
+def _depth(text: str) -> int:
+    """Deepest bracket nesting outside JSON strings (counted before parsing, so nothing recurses on it)."""
+    depth = deepest = 0
+    in_str = escaped = False
+    for ch in text:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def _parse(raw: str, schema: dict) -> dict | CriticVerdict:
     text = raw.strip()
     fenced = _FENCE.match(text)
     if fenced:
         text = fenced.group(1).strip()
+    if _depth(text) > MAX_DEPTH:
+        return abstain("not_json", f"nested deeper than {MAX_DEPTH} levels")
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        return abstain("not_json", str(e))
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        return abstain("duplicate_keys", f"key {str(e)[:40]!r} given twice")
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, and e.g. an integer of 5,000 digits
+        return abstain("not_json", str(e)[:200])
     try:
         jsonschema.validate(obj, schema)
     except jsonschema.ValidationError as e:
@@ -136,8 +176,18 @@ def _locate(edits: list[dict], y0: str, limits: AnswerLimits) -> tuple[Edit, ...
 
 
 def validate_answer(raw: str, y0: str, limits: AnswerLimits, schema: dict, critic: str = "") -> CriticVerdict:
-    """The verdict in `raw` if every check passes, else an abstention naming the first failed check."""
-    keep = raw[:2000]
+    """The verdict in `raw` if every check passes, else an abstention naming the first failed check. Never
+    raises: whatever the critic sent, the answer is a verdict or an abstention with its reason."""
+    keep = raw[:2000] if isinstance(raw, str) else ""
+    try:
+        return _validate(raw, y0, limits, schema, critic, keep)
+    except Exception as e:  # a check that broke on input no rule foresaw: the answer is unusable, the run is not
+        return abstain("unexpected", f"{type(e).__name__}: {str(e)[:160]}", critic, keep)
+
+
+def _validate(raw: str, y0: str, limits: AnswerLimits, schema: dict, critic: str, keep: str) -> CriticVerdict:
+    if not isinstance(raw, str):
+        return abstain("bad_response", f"answer is {type(raw).__name__}, not text", critic, keep)
     if len(raw) > limits.max_chars:
         return abstain("too_large", f"{len(raw)} characters (limit {limits.max_chars})", critic, keep)
     if not raw.strip():

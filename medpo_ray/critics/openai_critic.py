@@ -53,7 +53,11 @@ def build_messages(prompts: dict[str, str], record: Record, y0: str) -> list[dic
     """The chat messages asking for a verdict on y0 (system + one user turn)."""
     findings = json.dumps(record.findings, sort_keys=True, default=str) if record.findings else "{}"
     template = Template(prompts["vqa" if record.task == "vqa" else "report"])
-    user = template.substitute(reference=record.target, findings=findings, answer=y0, question=record.prompt)
+    # v2 prompts take every untrusted text (answer, reference, question) as a JSON string, which the text
+    # cannot close: quotes, newlines and control characters come out escaped. v1 pastes them raw.
+    texts = {"reference": record.target, "answer": y0, "question": record.prompt}
+    user = template.substitute(findings=findings, **texts,
+                               **{f"{k}_json": json.dumps(str(v), ensure_ascii=False) for k, v in texts.items()})
     return [{"role": "system", "content": prompts["system"].strip()}, {"role": "user", "content": user}]
 
 

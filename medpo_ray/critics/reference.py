@@ -272,5 +272,19 @@ class ReferenceCritic(Critic):
         if worst > self.max_per_sentence:
             return abstain("too_many_changes", f"{worst} words in one sentence (limit {self.max_per_sentence})",
                            self.name)
-        return CriticVerdict("wrong", tuple(sorted(edits, key=lambda e: e.start)), self.name,
-                             ", ".join(sorted({e.kind for e in edits})))
+        ordered = tuple(sorted(edits, key=lambda e: e.start))
+        if not self._reads_right(y0, ordered, f, truth):
+            # A lenient reading of a garbled sentence ("No is small 7 mm small nodule") can yield a fix that
+            # itself does not read as right: such a pair would teach text the critic cannot vouch for.
+            return abstain("structural", "the corrected text does not read back as right", self.name)
+        return CriticVerdict("wrong", ordered, self.name, ", ".join(sorted({e.kind for e in edits})))
+
+    def _reads_right(self, y0: str, edits: tuple[Edit, ...], f: dict, truth: dict) -> bool:
+        fixed = y0
+        for e in reversed(edits):
+            fixed = fixed[:e.start] + e.new + fixed[e.start + len(e.old):]
+        try:
+            findings, impression = read_report(fixed, f["noun"], f["region"])
+        except Unreadable:
+            return False
+        return best_fix(findings, impression, truth, self.tol) == []

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
 from typing import Literal
 
+from medpo_ray.critics.answer import REASONS as CRITIC_REASONS
 from medpo_ray.critics.base import CriticVerdict, Edit
 from medpo_ray.data.record import Record
 from medpo_ray.editing.diff import tokenize, word_diff
@@ -23,7 +24,7 @@ from medpo_ray.editing.token_masks import Span, token_mask_for_text
 from medpo_ray.streaming.outcome import StageOutcome
 
 REASONS = (
-    "abstain",  # the critic gave no edit (unparseable text, timeout, garbage answer, ...)
+    "abstain",  # the critic gave no edit and no known reason code (else the rejection is that code, below)
     "no_edits",  # verdict wrong/right but no edit to apply
     "bad_text",  # y0 or an edit holds something other than text (non-str, control characters)
     "empty_text",  # y0 or the edited text is empty or blank
@@ -37,6 +38,7 @@ REASONS = (
     "low_similarity",  # word-level similarity of y+ and y- under min_similarity
     "duplicate",  # the same (record id, y+, y-) was built before
     "token_shape",  # branch B: the counterfactual's edited words take another number of tokens than y0's
+    *CRITIC_REASONS,  # the critic's abstentions keep their own codes (critics/answer.py)
 )
 Reason = str  # one of REASONS
 _WORD = re.compile(r"\w")
@@ -170,7 +172,10 @@ def build_pair(record: Record, y0: str, verdict: CriticVerdict, policy_version: 
         return Rejection(rid, reason, detail, verdict.critic)
 
     if verdict.verdict not in ("wrong", "right"):
-        return reject("abstain", verdict.reason[:200])
+        # The critic's own reason code ("timeout", "not_json", "injection", "balance", ...: a bounded set)
+        # stays the rejection's reason all the way to the metric; a reason without a known code is "abstain".
+        code = str(verdict.reason).split(":", 1)[0].strip()
+        return reject(code if code in CRITIC_REASONS else "abstain", verdict.reason[:200])
     if not verdict.edits:
         return reject("no_edits", f"verdict {verdict.verdict!r} without edits")
     if not isinstance(y0, str) or _CONTROL.search(y0):

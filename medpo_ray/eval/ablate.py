@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from medpo_ray.config import Config, ConfigError, LossConfig, apply_overrides, load_config
+from medpo_ray.config import Config, ConfigError, LossConfig, apply_overrides, load_config, load_yaml
 
 BEGIN, END = "<!-- ablate:begin (written by `medpo-ray ablate`) -->", "<!-- ablate:end -->"
 PLOT_KEYS = (("laterality", "laterality"), ("count", "count"), ("exact", "exact findings"),
@@ -96,7 +96,7 @@ class Ablation(_Strict):
 def load_ablation(path: str | Path, quick: bool = False, overrides: list[str] = ()) -> Ablation:
     """The ablation recipe (validated), narrowed to its quick setting when `quick`; extra base overrides."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = load_yaml(Path(path).read_text()) or {}
         plan = Ablation.model_validate(data)
     except FileNotFoundError:
         raise ConfigError(f"ablation recipe not found: {path}") from None

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from medpo_ray.config import PRESETS, Config, ConfigError, LossConfig, load_config, parse_override
@@ -98,3 +100,16 @@ def test_per_stage_deadlines_override_the_default_and_name_bad_stages():
     assert "train.stage_deadlines.critic" in str(e.value) and "'editor'" in str(e.value)
     with pytest.raises(ConfigError, match=r"train.stage_deadlines.rollout: Input should be greater than 0"):
         load_config(None, ["train.stage_deadlines.rollout=0"])
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("train:\n  steps: 3\n  steps: 4\n", "key 'steps' is given twice (first on line 2)"),
+    ("train:\n  steps: 3\ntrain:\n  lr: 0.1\n", "key 'train' is given twice"),
+    ("loss:\n  beta: .inf\n", "loss.beta: Input should be a finite number"),
+    ("loss:\n  mu: .nan\n", "loss.mu: Input should be a finite number"),
+])
+def test_duplicate_keys_and_non_finite_numbers_are_refused_by_name(tmp_path, text, says):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_config(path)

@@ -54,7 +54,9 @@ def test_short_vqa_answer_is_exempt_from_report_filters():
 
 
 CASES = {
-    "abstain": (Y0, CriticVerdict("abstain", critic="openai", reason="timeout")),
+    "abstain": (Y0, CriticVerdict("abstain", critic="openai", reason="cannot tell")),  # no known code
+    "timeout": (Y0, CriticVerdict("abstain", critic="openai", reason="timeout: after 3 tries")),  # its own code
+    "injection": (Y0, CriticVerdict("abstain", critic="openai", reason="injection: 'ignore previous'")),
     "no_edits": (Y0, wrong()),
     "bad_text": (Y0, wrong(Edit("left", "ri\x00ght"))),
     "empty_text": ("   ", wrong(Edit(" ", "x", start=0))),
