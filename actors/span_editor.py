@@ -32,6 +32,7 @@ class SpanEditor:
             # With the training tokenizer, a pair whose spans cover no token is rejected here, not in training.
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.critic = make_critic(critic_cfg, keep_rates)
+        self.backend = critic_cfg.backend
         if critic_cfg.backend == "gold" and limits is None:
             # The static-reference baseline pairs the whole reference with the whole answer: the minimal-edit
             # filters (share of words edited, similarity) would refuse it by design.
@@ -44,6 +45,8 @@ class SpanEditor:
         t0 = time.perf_counter()
         verdicts = self.critic.review_many(list(zip(records, answers, strict=True)))
         batch = self.builder.build_batch(records, answers, verdicts, policy_version)
+        for v in verdicts:
+            metrics.observe("medpo_critic_seconds", v.seconds, backend=self.backend)
         for key, n in batch.counts().items():
             if key.startswith("pairs_"):
                 metrics.inc("medpo_pairs_total", n, branch=key.removeprefix("pairs_"))

@@ -71,6 +71,8 @@ def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> 
     summary = {"steps": driver.step, "seconds": round(time.monotonic() - t0, 1), **driver.ledger.summary(),
                "checkpoint": str(driver.last_checkpoint),
                "weight_transport": fleet.weight_transport,
+               # Per-step audit tables, written off the step's path: where they are and what a write took.
+               "audit": str(driver.audit.dir), "audit_write_s_max": round(max(driver.audit.write_seconds, default=0.0), 4),
                **(driver.guard.summary(model_dir, driver.out) if driver.guard is not None else {})}
     (driver.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

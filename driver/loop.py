@@ -37,6 +37,7 @@ from medpo_ray.cursor import DataCursor
 from medpo_ray.errors import MedpoError
 from medpo_ray.guard import Guard
 from medpo_ray.ledger import Ledger
+from medpo_ray.streaming.audit import AuditWriter, step_rows
 from medpo_ray.streaming.outcome import StageOutcome
 from medpo_ray.streaming.queues import BoundedQueue, Chunk
 from medpo_ray.streaming.steps import StepBatch, check_records
@@ -80,6 +81,7 @@ class Driver:
         self.last_checkpoint: Path | None = None
         self.last_sync_s = 0.0
         self.balance = balance  # counterfactual keep rates, refitted on-policy after each step
+        self.audit = AuditWriter(self.out)  # <run>/audit/step-NNNNNN.parquet: every pair and why
         self.guard = GuardProbe(cfg, fleet, probe_records) if cfg.guard.every and probe_records else None
         if resume:
             self._restore()
@@ -94,6 +96,8 @@ class Driver:
             where = (f"the last checkpoint is {self.last_checkpoint}: rerun with --resume to continue from it"
                      if self.last_checkpoint else "no checkpoint was written yet: rerun from the start")
             raise RunStopped(f"{e}; {where}") from None
+        finally:
+            self.audit.close()
 
     def _loop(self) -> list[dict]:
         total = self.cfg.train.steps
@@ -275,6 +279,7 @@ class Driver:
         ended = time.time()
         overlap = overlap_share(self.timeline, began, ended)
         self.timeline = []  # calls still running are appended when they end, and clipped to their step
+        self.audit.write(self.step, step_rows(self.step, batch.audit, batch.dropped, set(trained)))
         mix = Counter(batch.kinds.get(k, "?") for k in trained)
         return {"step": self.step, "pairs": len(trained),
                 "staleness_max": max(staleness, default=0), "staleness_mean": sum(staleness) / max(len(staleness), 1),
@@ -371,6 +376,7 @@ class Driver:
             self.fleet.set_keep_rates(self.balance.rates())
         self.last_checkpoint = ckpt
         self._forget_after(self.step)
+        self.audit.forget_after(self.step)
         if self.cfg.train.on_policy:  # offline runs keep the warm start in the engines
             self._await_sync(self.fleet.sync_weights(version=self.step))
 

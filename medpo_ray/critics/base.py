@@ -1,9 +1,10 @@
 """The small interface every critic implements (embedded reference rules, or an LLM over HTTP)."""
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 from medpo_ray.data.record import Record
@@ -40,6 +41,7 @@ class CriticVerdict:
     reason: str = ""
     raw: str = ""  # the critic's raw output, truncated, for audit
     counterfactual: str = ""  # branch B from a rule critic: the swap's balance key ("presence:no>a")
+    seconds: float = 0.0  # how long the review took (review_timed), for medpo_critic_seconds and the audit
 
 
 class Critic(ABC):
@@ -51,6 +53,12 @@ class Critic(ABC):
     def review(self, record: Record, y0: str) -> CriticVerdict:
         """Judge one answer."""
 
+    def review_timed(self, record: Record, y0: str) -> CriticVerdict:
+        """`review`, with the time it took in the verdict's `seconds`."""
+        t0 = time.perf_counter()
+        verdict = self.review(record, y0)
+        return replace(verdict, seconds=time.perf_counter() - t0)
+
     def review_many(self, items: Sequence[tuple[Record, str]]) -> list[CriticVerdict]:
-        """Judge many answers; backends with network latency override this to run concurrently."""
-        return [self.review(r, y) for r, y in items]
+        """Judge many answers, each timed; backends with network latency override this to run concurrently."""
+        return [self.review_timed(r, y) for r, y in items]

@@ -209,4 +209,4 @@ class OpenAICritic(Critic):
         if not items:
             return []
         with ThreadPoolExecutor(max_workers=min(self.cfg.concurrency, len(items))) as pool:
-            return list(pool.map(lambda item: self.review(*item), items))
+            return list(pool.map(lambda item: self.review_timed(*item), items))

@@ -21,6 +21,7 @@ from medpo_ray.critics.base import CriticVerdict, Edit
 from medpo_ray.data.record import Record
 from medpo_ray.editing.diff import tokenize, word_diff
 from medpo_ray.editing.token_masks import Span, token_mask_for_text
+from medpo_ray.streaming.audit import editor_row
 from medpo_ray.streaming.outcome import StageOutcome
 
 REASONS = (
@@ -237,6 +238,7 @@ class EditBatch:
 
     pairs: list[PreferencePair] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)  # one audit row per answer (streaming/audit.py)
 
     def counts(self) -> dict[str, int]:
         """Pairs per branch ("pairs_A", "pairs_B") and rejections per reason."""
@@ -251,7 +253,7 @@ class EditBatch:
         return StageOutcome("editor", kept, {r.record_id: r.reason for r in self.rejections if r.record_id not in kept},
                             versions={p.record_id: p.policy_version for p in self.pairs},
                             kinds={p.record_id: p.kind for p in self.pairs}, offered=dict(offered or {}),
-                            seconds=seconds, finished=time.time())
+                            seconds=seconds, finished=time.time(), audit=tuple(self.rows))
 
 
 class PairBuilder:
@@ -292,4 +294,5 @@ class PairBuilder:
         for rec, y0, verdict, version in zip(records, answers, verdicts, versions, strict=True):
             out = self.build(rec, y0, verdict, version)
             (batch.pairs if isinstance(out, PreferencePair) else batch.rejections).append(out)
+            batch.rows.append(editor_row(rec.record_id, version, y0, verdict, out))
         return batch

@@ -24,6 +24,7 @@ class StageOutcome:
     seconds: float = 0.0  # time the call computed (inside the actor)
     finished: float = 0.0  # wall-clock time (epoch seconds) the computation ended, for the stage timeline
     tokens: int = 0  # rollout: completion tokens decoded
+    audit: tuple[dict, ...] = ()  # editor: one audit row per answer judged (streaming/audit.py)
 
     def __post_init__(self) -> None:
         both = set(self.kept) & set(self.dropped)

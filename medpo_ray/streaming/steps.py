@@ -43,6 +43,8 @@ class StepBatch:
     pending: int = 0  # issued, neither an example nor dropped
     rejections: Counter = field(default_factory=Counter)  # "stage:code" -> prompts dropped
     probe: tuple | None = None  # (rollout payload, records) of one chunk, for the log-prob check
+    dropped: dict[str, str] = field(default_factory=dict)  # id -> "stage:code" of every drop
+    audit: list[dict] = field(default_factory=list)  # the editor's audit rows of this step's answers
 
     def need(self) -> int:
         """Prompts to issue now so that pending prompts and examples cover the step."""
@@ -82,6 +84,7 @@ class StepBatch:
         self.versions.update((k, v) for k, v in outcome.versions.items() if k in kept_set)
         self.kinds.update((k, v) for k, v in outcome.kinds.items() if k in kept_set)
         self.offered.update(outcome.offered)
+        self.audit += outcome.audit
         return kept, dropped
 
     def stale(self, ids: list[str], max_staleness: int) -> dict[str, str]:
@@ -93,6 +96,7 @@ class StepBatch:
         """Pending prompts that leave the step, by stage-qualified reason code."""
         self.pending -= len(dropped)
         self.rejections.update(dropped.values())
+        self.dropped.update(dropped)
 
     def add_examples(self, ids: list[str], payload: Any) -> None:
         """Examples made by the last stage: (payload handle, index) each, no longer pending."""
