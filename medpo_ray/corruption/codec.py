@@ -14,6 +14,7 @@ from medpo_ray.config import CorruptionConfig
 from medpo_ray.corruption.corrupt import control_corruption, corrupt_image
 from medpo_ray.corruption.errors import CorruptionError
 from medpo_ray.corruption.regions import Box
+from medpo_ray.data.pixels import to_8bit
 from medpo_ray.data.record import BadRecord, Record
 
 # Modes kept as they are; others are converted to the nearest one (palette -> RGB, alpha dropped).
@@ -28,8 +29,9 @@ def decode_image(data: bytes, field: str = "image") -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
+                im = to_8bit(im)  # 16-bit grey (DICOM exports): scaled as the model sees it, not clipped
                 if im.mode not in _KEEP:
-                    raise CorruptionError(f"{field}: pixel mode {im.mode} is not 8-bit grey or colour")
+                    raise CorruptionError(f"{field}: pixel mode {im.mode} is not a grey or colour image")
                 return np.asarray(im.convert(_KEEP[im.mode]))
     except CorruptionError:
         raise

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 _KINDS = ("auto", "embedded", "hf_vqa", "slake", "iu_xray", "mimic_cxr", "box_csv")
 
@@ -29,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
     data = load_config(None, overrides).data  # validated: a bad value is a ConfigError naming the key
     report = validate_path(args.path, kind=None if args.kind == "auto" else args.kind, split=args.split,
                            limits=Limits.from_config(data), progress=not (args.no_progress or args.json))
+    empty = report.good == 0  # a dataset with nothing to train on is an error, not "0 good, 0 bad"
     if args.json:
         print(json.dumps(report.to_json()))
-        return 0
+        return 1 if empty else 0
     print(f"dataset {report.path} (kind {report.kind})")
     print(f"  {'split':<10} {'task':<8} {'records':>8}")
     for (split, task), n in sorted(report.counts.items()):
@@ -41,4 +43,7 @@ def run(args: argparse.Namespace) -> int:
         for bad in report.bad:
             print(f"  {bad}")
     print(f"summary: {report.summary()}")
+    if empty:
+        print(f"error: {report.path} holds no usable record", file=sys.stderr)
+        return 1
     return 0

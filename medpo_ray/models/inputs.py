@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
+from medpo_ray.data.pixels import to_8bit
 from medpo_ray.errors import MedpoError
 
 
@@ -13,11 +14,11 @@ class ImageError(MedpoError):
 
 
 def open_image(data, item: str = "?"):
-    """Decode PNG/JPEG bytes (or take a PIL image) as RGB; `item` names the record in errors."""
+    """Decode PNG/JPEG bytes (or take a PIL image) as 8-bit RGB (data/pixels.py); `item` names the record in errors."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(data, Image.Image):
-        return data.convert("RGB")
+        return to_8bit(data).convert("RGB")
     if not isinstance(data, bytes | bytearray | memoryview) or len(data) == 0:
         raise ImageError(f"item {item!r}: image is empty or not encoded bytes ({type(data).__name__})")
     try:
@@ -26,7 +27,7 @@ def open_image(data, item: str = "?"):
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         reason = "not a readable image file" if isinstance(e, UnidentifiedImageError) else str(e)
         raise ImageError(f"item {item!r}: image cannot be decoded: {reason}") from None
-    return img.convert("RGB")
+    return to_8bit(img).convert("RGB")  # 16-bit grey (DICOM exports) scaled, not clipped to white
 
 
 def image_token_count(processor, image, item: str = "?") -> int:

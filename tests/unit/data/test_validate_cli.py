@@ -129,3 +129,13 @@ def test_hf_vqa_file_through_the_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "kind hf_vqa" in out and "test       vqa             1" in out
     assert "hf_vqa: record 'test/000001', field 'image':" in out and "summary: 1 good, 1 bad (image: 1)" in out
+
+
+def test_a_dataset_with_no_record_is_an_error_not_a_clean_report(embedded_dir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    shutil.copytree(embedded_dir, empty)
+    for f in empty.glob("*.parquet"):
+        pq.write_table(pq.read_table(f).slice(0, 0), f)
+    assert main(["data", "validate", str(empty), "--no-progress"]) == 1
+    assert "holds no usable record" in capsys.readouterr().err
+    assert main(["data", "validate", str(empty), "--json"]) == 1
