@@ -37,7 +37,9 @@ def _train(args) -> int:
     from medpo_ray.data.splits import ensure_data
 
     cfg = load_config(args.config, args.overrides)
+    # A given model is checked first: a wrong directory is named before any data is generated or read.
+    model_dir = policy_dir(cfg) if cfg.model.path else None
     data_dir = ensure_data(cfg)
-    summary = train(cfg, policy_dir(cfg), data_dir, resume=args.resume)
+    summary = train(cfg, model_dir or policy_dir(cfg), data_dir, resume=args.resume)
     print(json.dumps(summary))
     return 0

@@ -17,6 +17,10 @@ class ModelDirError(MedpoError):
     """A model directory that is missing, incomplete or unreadable; the message names what is wrong."""
 
 
+# The families the training, rollout and collation code paths have been built and tested for.
+SUPPORTED_MODEL_TYPES = ("qwen2_vl",)
+
+
 def check_model_dir(path: str | Path) -> Path:
     """The directory as a Path, after checking it holds config, weights, tokenizer and processor files."""
     root = Path(path)
@@ -34,6 +38,14 @@ def check_model_dir(path: str | Path) -> Path:
         missing.append("processor (" + " or ".join(_PROCESSOR_FILES) + ")")
     if missing:
         raise ModelDirError(f"model directory {str(root)!r} is missing: {', '.join(missing)}")
+    try:
+        model_type = json.loads((root / "config.json").read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
+        raise ModelDirError(f"{root / 'config.json'}: not a readable JSON object: {e}") from None
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        # Found here, before any actor starts: inside the actors it would surface as an error per stage.
+        raise ModelDirError(f"model directory {str(root)!r}: model_type {model_type!r} is not supported; "
+                            f"medpo-ray trains {', '.join(SUPPORTED_MODEL_TYPES)}")
     return root
 
 
