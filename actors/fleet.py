@@ -72,6 +72,7 @@ class Fleet:
         self._export: list = []  # rank summaries of the export in flight
         self._loads: list = []  # the engines' loads in flight
         self.on_policy = cfg.train.on_policy  # off: the engines keep the warm start (offline pairs)
+        self.defer_sync = cfg.train.max_staleness > 0  # async: sync after the step, not queued behind it
         self.version = 0
 
     def _shared_weights(self, mode: str) -> bool:
@@ -120,17 +121,23 @@ class Fleet:
         if self._loads:
             raise RuntimeError("Fleet.start_step: the previous weight sync was not finished (call finish_sync)")
         train = self.learners.start_train(items)
-        if self.on_policy:
+        if self.on_policy and not self.defer_sync:
             self._start_sync(version)
         return train
 
-    def finish_step(self, refs: list[ray.ObjectRef]) -> dict:
-        """The metrics of the step `start_step` submitted (the loads finish in the background: finish_sync)."""
-        return self.learners.finish_train(refs)
+    def finish_step(self, refs: list[ray.ObjectRef], version: int) -> dict:
+        """The metrics of the step `start_step` submitted. Bounded-async mode starts the step's weight sync
+        only now: queued right behind the learner, as strict mode does, the loads would hold back every
+        rollout submitted while it trains, which is exactly the work async mode exists to overlap. The loads
+        finish in the background (finish_sync)."""
+        metrics = self.learners.finish_train(refs)
+        if self.on_policy and self.defer_sync:
+            self._start_sync(version)
+        return metrics
 
     def train_step(self, items: list, version: int) -> dict:
         """start_step then finish_step."""
-        return self.finish_step(self.start_step(items, version))
+        return self.finish_step(self.start_step(items, version), version)
 
     def set_keep_rates(self, keep_rates: dict[str, float]) -> None:
         """New counterfactual keep rates for every span editor, ahead of any edit submitted after this."""

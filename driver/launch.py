@@ -13,6 +13,7 @@ from actors.fleet import Fleet
 from driver.loop import Driver
 from medpo_ray.config import Config
 from medpo_ray.critics import counterfactual_balance
+from medpo_ray.critics import preflight as critic_preflight
 from medpo_ray.data.splits import load_probe_records, load_train_records
 from medpo_ray.errors import MedpoError
 from medpo_ray.streaming.steps import check_records
@@ -60,6 +61,9 @@ def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> 
     check_records(cfg, records)
     balance = counterfactual_balance(cfg, records)
     probe_records = load_probe_records(cfg, Path(data_dir))
+    model = critic_preflight(cfg.critic)  # an unreachable critic is named before Ray or any actor starts
+    if model:
+        print(f"[critic] {cfg.critic.base_url} answers; critic model {model!r}")
     _ray_init(cfg)
     t0 = time.monotonic()
     fleet = Fleet(cfg, model_dir, keep_rates=balance.rates() if balance is not None else None)

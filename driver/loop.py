@@ -259,7 +259,7 @@ class Driver:
         """The learner step is done: ledger, balance, the step's metrics."""
         refs, _ = self.training
         self.training = None
-        metrics = self.fleet.finish_step(refs)
+        metrics = self.fleet.finish_step(refs, version=self.step + 1)
         ids = sorted(batch.examples)[: self.n]
         self.ledger.finish("learner", ids)
         trained = list(metrics.pop("trained_ids", ids))

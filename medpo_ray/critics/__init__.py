@@ -65,5 +65,21 @@ def counterfactual_balance(cfg: Config, records: dict) -> balance.OnPolicyBalanc
     return fitted
 
 
-__all__ = ["Critic", "CriticVerdict", "Edit", "counterfactual_balance", "make_critic", "reference_keep_rates",
-           "reference_offer_totals"]
+
+
+def preflight(cfg: CriticConfig) -> str | None:
+    """Check a remote critic answers before a run starts (critics/openai_critic.py); the model it will use,
+    or None for an embedded critic (nothing to reach). Raises MedpoError naming the problem."""
+    if cfg.backend != "openai":
+        return None
+    from medpo_ray.critics.openai_critic import OpenAICritic
+
+    critic = OpenAICritic(cfg)
+    try:
+        return critic.preflight()
+    finally:
+        critic.close()
+
+
+__all__ = ["Critic", "CriticVerdict", "Edit", "counterfactual_balance", "make_critic", "preflight",
+           "reference_keep_rates", "reference_offer_totals"]

@@ -32,6 +32,7 @@ from medpo_ray.errors import MedpoError
 
 log = logging.getLogger(__name__)
 _ENVELOPE_BYTES = 65536  # room for the JSON envelope around the answer text
+PREFLIGHT_TIMEOUT_S = 10.0
 T = TypeVar("T")
 
 
@@ -99,22 +100,24 @@ class OpenAICritic(Critic):
     def _url(self, path: str) -> str:
         return self.cfg.base_url.rstrip("/") + path
 
-    def _request(self, method: str, path: str, payload: dict | None = None) -> dict:
+    def _request(self, method: str, path: str, payload: dict | None = None, timeout_s: float | None = None) -> dict:
         # Streamed so that an oversized body is cut off at the limit instead of read into memory.
         cap = self.cfg.max_answer_chars * 4 + _ENVELOPE_BYTES
-        deadline = time.monotonic() + self.cfg.timeout_s
+        timeout_s = timeout_s or self.cfg.timeout_s
+        deadline = time.monotonic() + timeout_s
         try:
-            with self._client.stream(method, self._url(path), json=payload, headers=self._headers()) as resp:
+            with self._client.stream(method, self._url(path), json=payload, headers=self._headers(),
+                                     timeout=httpx.Timeout(timeout_s)) as resp:
                 body = bytearray()
                 for chunk in resp.iter_bytes():
                     body += chunk
                     if len(body) > cap:
                         raise _TransportFailure("too_large", f"HTTP body over {cap} bytes", retry=False)
                     if time.monotonic() > deadline:
-                        raise _TransportFailure("timeout", f"body not complete after {self.cfg.timeout_s} s", True)
+                        raise _TransportFailure("timeout", f"body not complete after {timeout_s} s", True)
                 status = resp.status_code
         except httpx.TimeoutException as e:
-            raise _TransportFailure("timeout", f"{type(e).__name__} after {self.cfg.timeout_s} s", True) from None
+            raise _TransportFailure("timeout", f"{type(e).__name__} after {timeout_s} s", True) from None
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
             raise _TransportFailure("connection", f"{type(e).__name__}: {str(e)[:200]}", True) from None
         except httpx.HTTPError as e:  # proxy, TLS, protocol errors: retrying will not help
@@ -190,6 +193,26 @@ class OpenAICritic(Critic):
             return content if isinstance(content, str) else ""
 
         return self._with_retries(once)
+
+    def preflight(self) -> str:
+        """One question to the endpoint before a run starts: it answers, lists models, and serves the one
+        configured (critic.model). Returns the model's name; raises MedpoError naming what is wrong, so an
+        unreachable or misconfigured critic stops the run before any actor or prompt is spent on it."""
+        where = f"critic.base_url {self.cfg.base_url!r}"
+        try:  # a listing answers at once from a live server: a short wait, whatever critic.timeout_s allows
+            body = self._request("GET", "/models", timeout_s=min(self.cfg.timeout_s, PREFLIGHT_TIMEOUT_S))
+        except _TransportFailure as e:
+            raise MedpoError(f"{where} does not answer GET /models ({e.code}: {e.detail[:200]}); start the "
+                             "critic server or fix critic.base_url / critic.api_key_env") from None
+        try:
+            served = [m["id"] for m in body["data"]]
+        except (KeyError, TypeError):
+            raise MedpoError(f"{where}: GET /models is not an OpenAI model list: {str(body)[:200]}") from None
+        if not served:
+            raise MedpoError(f"{where} serves no model")
+        if self.cfg.model and self.cfg.model not in served:
+            raise MedpoError(f"{where} does not serve critic.model {self.cfg.model!r} (it serves {served[:5]})")
+        return self.cfg.model or served[0]
 
     def review(self, record: Record, y0: str) -> CriticVerdict:
         """Ask the endpoint about y0 and return its checked verdict (abstain on any failure)."""

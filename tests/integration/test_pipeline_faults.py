@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -14,18 +16,52 @@ from driver.cli import main
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+class _ListsThenHangs(BaseHTTPRequestHandler):
+    """A real endpoint that lists its model (so the preflight passes) and never answers a chat request."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = json.dumps({"data": [{"id": "critic"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.server.stop.wait(120)
+
+
 def test_a_hung_critic_stops_the_run_naming_the_editor_stage(pipeline_setup, pipeline_ray, capsys):
-    # A real endpoint that accepts connections and never answers; the critic would wait 10 minutes.
-    with socket.socket() as hung:
-        hung.bind(("127.0.0.1", 0))
-        hung.listen(16)
-        critic = {"backend": "openai", "base_url": f"http://127.0.0.1:{hung.getsockname()[1]}/v1",
-                  "model": "critic", "timeout_s": 600, "max_retries": 0}
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _ListsThenHangs)
+    srv.daemon_threads, srv.stop = True, threading.Event()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        critic = {"backend": "openai", "base_url": f"http://127.0.0.1:{srv.server_port}/v1",
+                  "model": "critic", "timeout_s": 600, "max_retries": 0}  # the critic would wait 10 minutes
         config = pipeline_setup.write("hung", critic=critic, train={"stage_deadlines": {"editor": 6}})
         assert main(["train", "--config", str(config)]) == 2
+    finally:
+        srv.stop.set()
+        srv.shutdown()
+        srv.server_close()
     err = capsys.readouterr().err
     assert "stage 'editor'" in err and "deadline 6 s" in err and "the stage is hung" in err
     assert "no checkpoint was written yet" in err
+
+
+def test_an_unreachable_critic_is_named_before_anything_starts(pipeline_setup, capsys):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    critic = {"backend": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "critic"}
+    t0 = time.monotonic()
+    assert main(["train", "--config", str(pipeline_setup.write("no-critic", critic=critic))]) == 2
+    err = capsys.readouterr().err
+    assert f"critic.base_url 'http://127.0.0.1:{port}/v1' does not answer GET /models" in err
+    assert time.monotonic() - t0 < 30  # no engine, editor or learner was started for it
 
 
 def test_an_engine_that_cannot_load_the_model_is_a_clear_error(pipeline_setup, pipeline_ray, tmp_path, capsys):

@@ -17,6 +17,7 @@ from medpo_ray.config import CriticConfig
 from medpo_ray.critics.answer import reason_code
 from medpo_ray.critics.openai_critic import OpenAICritic
 from medpo_ray.data.record import Record
+from medpo_ray.errors import MedpoError
 
 pytestmark = pytest.mark.unit
 
@@ -190,3 +191,18 @@ def test_review_many_keeps_order_and_the_concurrency_limit(server):
     verdicts = critic.review_many([(RECORD, y) for y in answers])
     assert [v.verdict for v in verdicts] == ["wrong", "abstain"] + ["wrong"] * 7
     assert server.max_in_flight == 3
+
+
+def test_preflight_names_a_dead_or_misconfigured_critic_before_a_run(server):
+    assert _critic(server, "good").preflight() == "fault-model"
+    assert _critic(server, "good", model="fault-model").preflight() == "fault-model"
+    with pytest.raises(MedpoError, match=r"does not serve critic.model 'other' \(it serves \['fault-model'\]\)"):
+        _critic(server, "good", model="other").preflight()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = OpenAICritic(CriticConfig(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", max_retries=5))
+    t0 = time.monotonic()
+    with pytest.raises(MedpoError, match=r"does not answer GET /models \(connection"):
+        dead.preflight()
+    assert time.monotonic() - t0 < 5  # one try: a run is refused at once, not after the retries
