@@ -8,6 +8,7 @@ stopping the whole group: its other ranks would otherwise wait in a collective f
 """
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -171,7 +172,11 @@ class LearnerGroup:
         self._shm_glob = f"deepspeed_allreduce_buffer_*_{master}_{port}_*"
         backend = train.dist_backend if train.dist_backend != "auto" else ("nccl" if gpu else "gloo")
         local = self._local_ranks([n["node_id"] for n in nodes], gpu)
-        envs = [DistEnv(i, self.n, master, port, local[i][0], local[i][1], backend) for i in range(self.n)]
+        # One node on loopback: rendezvous through a file, so that no learner listens beyond 127.0.0.1.
+        one_node = len({n["node_id"] for n in nodes}) == 1 and master.startswith("127.")
+        self._rendezvous = Path(tempfile.gettempdir()) / f"medpo-rdzv-{uuid.uuid4().hex}" if one_node else None
+        init = f"file://{self._rendezvous}" if self._rendezvous else None
+        envs = [DistEnv(i, self.n, master, port, local[i][0], local[i][1], backend, init) for i in range(self.n)]
         self.setup_info = self._each("setup", [(str(model_dir), train, loss, e, seed, max_length) for e in envs],
                                 timeout_s=setup_timeout_s)
 
@@ -312,4 +317,6 @@ class LearnerGroup:
         # they pile up over runs (13.8 GB seen). Remove this group's files on this node.
         for f in Path("/dev/shm").glob(getattr(self, "_shm_glob", "") or "-"):
             f.unlink(missing_ok=True)
+        if getattr(self, "_rendezvous", None) is not None:
+            self._rendezvous.unlink(missing_ok=True)
         Path("/dev/shm", f"{PREFIX}{self.shared_tag}.bin").unlink(missing_ok=True)

@@ -408,9 +408,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
+    from actors.loopback import loopback_only
     from medpo_ray.training.dist import free_port
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on loopback only
+    loopback_only()  # Ray on loopback only
     # Other load on a shared machine slows whole runs unevenly: the strict Ray run and the sequential loop
     # alternate for --rounds rounds and each side keeps its fastest round.
     strict_runs, one_runs, seq_runs = [], [], []

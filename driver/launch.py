@@ -10,6 +10,7 @@ from pathlib import Path
 import ray
 
 from actors.fleet import Fleet
+from actors.loopback import loopback_only
 from driver.loop import Driver
 from medpo_ray.config import Config
 from medpo_ray.critics import counterfactual_balance
@@ -29,7 +30,7 @@ def _ray_init(cfg: Config) -> None:
     _check_port_free(cfg.metrics.host, cfg.metrics.export_port)
     if cfg.metrics.host.startswith("127."):
         # Without this Ray swaps 127.0.0.1 for the host's address and binds its ports on every interface.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        loopback_only()
     ray.init(num_cpus=max(cfg.run.ray_num_cpus or 0, os.cpu_count() or 1, _cpus_needed(cfg)),
              include_dashboard=False, _metrics_export_port=cfg.metrics.export_port,
              _node_ip_address=cfg.metrics.host, log_to_driver=cfg.run.log_actors)

@@ -17,6 +17,9 @@ class DistEnv:
     local_rank: int = 0
     local_world_size: int = 1
     backend: str = "gloo"  # gloo on CPU, nccl on GPUs
+    # "file://PATH": rendezvous through a file (every rank on one node), so no rank listens on a TCP port
+    # for it (torch's TCPStore listens on every interface); None: MASTER_ADDR:MASTER_PORT over TCP.
+    init_method: str | None = None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -37,7 +40,11 @@ def init_distributed(env: DistEnv) -> None:
                       LOCAL_SIZE=str(env.local_world_size), LOCAL_WORLD_SIZE=str(env.local_world_size))
     import deepspeed
 
-    deepspeed.init_distributed(dist_backend=env.backend, auto_mpi_discovery=False)
+    if env.init_method:
+        deepspeed.init_distributed(dist_backend=env.backend, auto_mpi_discovery=False, init_method=env.init_method,
+                                   rank=env.rank, world_size=env.world_size)
+    else:
+        deepspeed.init_distributed(dist_backend=env.backend, auto_mpi_discovery=False)
 
 
 def all_ranks_agree(flag: bool, device) -> bool:

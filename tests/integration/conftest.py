@@ -8,7 +8,6 @@ always readable by the reference critic, so no step needs so many top-ups that t
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +78,9 @@ def pipeline_ray():
     """A local Ray for one test module: loopback, logical CPUs for 2 learners + 1 engine + light actors."""
     import ray
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from actors.loopback import loopback_only
+
+    loopback_only()
     # The payloads are small; a 1 GiB object store leaves the machine's shared memory to the actors.
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
              _metrics_export_port=free_port(), object_store_memory=1 << 30)

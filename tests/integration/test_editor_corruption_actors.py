@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import ray
 
+from actors.loopback import loopback_only
 from medpo_ray.config import CorruptionConfig, CriticConfig
 from medpo_ray.corruption import decode_image
 from medpo_ray.data.lesions import LesionParams
@@ -16,7 +17,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    loopback_only()  # every listener of the test cluster on 127.0.0.1
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
 
@@ -95,3 +97,25 @@ def test_span_editor(local_ray, records):
         # Branch A corrects y0 (y- = y0), branch B makes a counterfactual of it (y+ = y0).
         assert (p.y_minus if p.branch == "A" else p.y_plus) in answers and p.y_plus != p.y_minus
     assert ray.get(editor.counts.remote()) == counts
+
+
+def test_the_corruption_stage_drops_what_the_learner_would_refuse(local_ray, records, pipeline_setup):
+    # Given the policy's directory, the stage runs the learner's collation on each finished pair: a pair
+    # the learner would leave out of its step is dropped here, by field, so the driver replaces it before
+    # the step (which then trains exactly train.batch_size pairs) instead of the learner losing it.
+    from actors.corruption import CorruptionWorker
+    from medpo_ray.critics.base import CriticVerdict, Edit
+    from medpo_ray.editing.pairs import build_pair
+
+    rec = records[0]
+    y0 = rec.target
+    word = y0.split()[-1]
+    pairs = [build_pair(replace(rec, record_id=f"p{i}"), y0,
+                        CriticVerdict("wrong", (Edit(word, new, y0.rindex(word)),), "test"), 0)
+             for i, new in enumerate(["x.", "<|image_pad|>"])]  # the second spells the model's image token
+    worker = CorruptionWorker.remote(CorruptionConfig(), pipeline_setup.model_dir)
+    ids = [replace(rec, record_id=p.record_id) for p in pairs]
+    outcome, out = ray.get(list(worker.examples.options(num_returns=2).remote(ids, pairs)))
+    assert outcome.kept == ("p0",) and [p.record_id for p in out] == ["p0"]
+    assert outcome.dropped["p1"].startswith("y_plus: the response contains an image/vision special token")
+    assert out[0].image == rec.image and out[0].corrupt_image  # x and x~ added to the one pair type

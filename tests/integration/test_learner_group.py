@@ -7,6 +7,7 @@ import ray
 import torch
 
 from actors.learner import LearnerGroup
+from actors.loopback import loopback_only
 from medpo_ray.config import LossConfig, TrainConfig
 from medpo_ray.rollout.weight_sync.flat import unpack_flat
 from medpo_ray.training import LearnerFailed
@@ -20,7 +21,8 @@ LOSS = LossConfig()
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    loopback_only()  # every listener of the test cluster on 127.0.0.1
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
 

@@ -8,6 +8,7 @@ import ray
 import torch
 from PIL import Image
 
+from actors.loopback import loopback_only
 from medpo_ray.rollout.engine import RolloutRequest, SamplingSpec
 from medpo_ray.rollout.weight_sync.base import WeightSyncError
 from medpo_ray.rollout.weight_sync.object_store import ObjectStoreSync
@@ -44,7 +45,8 @@ def model_dir(tmp_path_factory):
 def actor(model_dir):
     from actors.rollout import RolloutActor
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    loopback_only()  # every listener of the test cluster on 127.0.0.1
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     # Every layer packed, as a model with bigger layers than the tiny one is served (the pipeline tests
     # cover the tiny model's unpacked layers, checking vLLM's log-probs after every sync).
     handle = RolloutActor.options(num_cpus=1).remote(str(model_dir), max_model_len=256, unpacked_linear_bytes=0)

@@ -6,6 +6,7 @@ import time
 import pytest
 import ray
 
+from actors.loopback import loopback_only
 from actors.pool import StageError, StagePool
 from medpo_ray.ledger import Ledger
 
@@ -24,7 +25,8 @@ class Doubler:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    loopback_only()  # every listener of the test cluster on 127.0.0.1
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
 
