@@ -15,6 +15,7 @@ from driver.loop import Driver
 from medpo_ray.config import Config
 from medpo_ray.critics import counterfactual_balance
 from medpo_ray.critics import preflight as critic_preflight
+from medpo_ray.data.preflight import processor_refusals
 from medpo_ray.data.splits import load_probe_records, load_train_records
 from medpo_ray.errors import MedpoError
 from medpo_ray.streaming.steps import check_records
@@ -59,9 +60,18 @@ def _cpus_needed(cfg: Config) -> int:
 def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> dict:
     """Run the on-policy loop from `model_dir` (HF VLM); returns a summary with the ledger's counts."""
     records = load_train_records(cfg, Path(data_dir))
+    refused = processor_refusals(records.values(), model_dir)  # sizes the model cannot take, before Ray
+    for rid, reason in list(refused.items())[:10]:
+        print(f"[data] quarantined for the model's processor: record {rid!r}, {reason}")
+    if refused:
+        print(f"[data] {len(refused)} record(s) the model's processor refuses; {len(records) - len(refused)} left")
+        records = {k: v for k, v in records.items() if k not in refused}
     check_records(cfg, records)
     balance = counterfactual_balance(cfg, records)
     probe_records = load_probe_records(cfg, Path(data_dir))
+    if probe_records:  # the guard's slice, by the same check
+        unfit = processor_refusals(probe_records, model_dir)
+        probe_records = [r for r in probe_records if r.record_id not in unfit]
     model = critic_preflight(cfg.critic)  # an unreachable critic is named before Ray or any actor starts
     if model:
         print(f"[critic] {cfg.critic.base_url} answers; critic model {model!r}")
@@ -73,7 +83,7 @@ def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> 
         driver.run()
     finally:
         fleet.shutdown()
-    summary = {"steps": driver.step, "seconds": round(time.monotonic() - t0, 1), **driver.ledger.summary(),
+    summary = {"refused_by_processor": len(refused), "steps": driver.step, "seconds": round(time.monotonic() - t0, 1), **driver.ledger.summary(),
                "checkpoint": str(driver.last_checkpoint),
                "weight_transport": fleet.weight_transport,
                # Per-step audit tables, written off the step's path: where they are and what a write took.

@@ -40,7 +40,7 @@ from medpo_ray.ledger import Ledger
 from medpo_ray.streaming.audit import AuditWriter, step_rows
 from medpo_ray.streaming.outcome import StageOutcome
 from medpo_ray.streaming.queues import BoundedQueue, Chunk
-from medpo_ray.streaming.steps import StepBatch, check_records
+from medpo_ray.streaming.steps import StepBatch, StepUnfillable, check_records
 from medpo_ray.streaming.timeline import overlap_share
 from medpo_ray.training.errors import LearnerFailed
 
@@ -92,7 +92,7 @@ class Driver:
         """Train until `train.steps` steps are done; returns the per-step metrics of this run."""
         try:
             return self._loop()
-        except (LearnerFailed, StageError) as e:
+        except (LearnerFailed, StageError, StepUnfillable) as e:
             where = (f"the last checkpoint is {self.last_checkpoint}: rerun with --resume to continue from it"
                      if self.last_checkpoint else "no checkpoint was written yet: rerun from the start")
             raise RunStopped(f"{e}; {where}") from None

@@ -19,6 +19,10 @@ from medpo_ray.errors import MedpoError
 from medpo_ray.streaming.outcome import StageOutcome
 
 
+class StepUnfillable(MedpoError):
+    """A step spent its prompt budget without filling (the critic or the data rejects almost everything)."""
+
+
 def check_records(cfg: Config, records: dict) -> None:
     """A training split that cannot fill one step is a clear error before any actor starts."""
     if len(records) < cfg.train.batch_size:
@@ -61,7 +65,7 @@ class StepBatch:
     def check_budget(self, n: int, max_prompts_per_pair: int) -> None:
         """Raise if issuing `n` more prompts would exceed the step's prompt budget."""
         if n > self.budget_left(max_prompts_per_pair):
-            raise MedpoError(
+            raise StepUnfillable(
                 f"step {self.step}: {len(self.issued)} prompts gave only {len(self.examples)} valid pairs "
                 f"(rejections: {dict(self.rejections)}); the critic rejects almost everything: check the critic "
                 "configuration and the policy's outputs (train.max_prompts_per_pair bounds the prompts a pair may take)")

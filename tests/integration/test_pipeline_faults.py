@@ -13,7 +13,7 @@ import pytest
 
 from driver.cli import main
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
 
 class _ListsThenHangs(BaseHTTPRequestHandler):

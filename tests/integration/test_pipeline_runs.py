@@ -243,6 +243,7 @@ def sabotaged(pipeline_setup, pipeline_ray):
     return driver, stopped, saboteur.pids, after
 
 
+@pytest.mark.faults
 def test_killed_stage_actors_are_restarted_and_their_records_reissued(sabotaged):
     driver, _, pids, engine = sabotaged
     ledger = driver.ledger
@@ -260,6 +261,7 @@ def test_killed_stage_actors_are_restarted_and_their_records_reissued(sabotaged)
     assert [s["staleness_max"] for s in driver.history] == [0, 0, 0]
 
 
+@pytest.mark.faults
 def test_a_killed_learner_stops_the_run_and_resume_trains_what_the_uninterrupted_run_trained(
         sabotaged, pipeline_setup, uninterrupted):
     driver, error, _, _ = sabotaged

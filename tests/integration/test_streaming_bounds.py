@@ -18,7 +18,7 @@ from actors.fleet import Fleet
 from driver.loop import STAGES, Driver
 from medpo_ray.data.splits import load_train_records
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
 CAPACITY, CHUNK, BATCH = 2, 1, 4
 

@@ -156,7 +156,9 @@ class HFVQASource(RecordSource):
         if not isinstance(value, dict):
             raise RecordError("image", "missing (null)")
         path = decode_text(value["path"], "image.path") if value.get("path") is not None else None
-        if value.get("bytes"):
+        if value.get("bytes") is not None:
+            if len(value["bytes"]) == 0:  # given but empty: the image is empty, not missing from disk
+                raise RecordError("image", "empty (0 bytes)")
             return bytes(value["bytes"]), path, None
         if not path:
             raise RecordError("image", "neither bytes nor a path")

@@ -57,7 +57,8 @@ def test_image_path_without_bytes_is_read_relative_to_the_shard_and_kept_inside_
     rows = [{"image": {"bytes": None, "path": "images/a.png"}, "question": "q1", "answer": "a1"},
             {"image": {"bytes": None, "path": "../../outside.png"}, "question": "q2", "answer": "a2"},
             {"image": {"bytes": None, "path": "images/missing.png"}, "question": "q3", "answer": "a3"},
-            {"image": None, "question": "q4", "answer": "a4"}]
+            {"image": None, "question": "q4", "answer": "a4"},
+            {"image": {"bytes": b"", "path": "images/a.png"}, "question": "q5", "answer": "a5"}]
     _write(root / "data" / "validation-00000-of-00001.parquet", rows)
     result = HFVQASource(root).load()
     assert [r.record_id for r in result.records] == ["val/000000"]
@@ -66,6 +67,7 @@ def test_image_path_without_bytes_is_read_relative_to_the_shard_and_kept_inside_
     assert reasons["val/000001"][0] == "image.path" and "escapes the dataset root" in reasons["val/000001"][1]
     assert reasons["val/000002"][0] == "image" and "file not found" in reasons["val/000002"][1]
     assert reasons["val/000003"] == ("image", "missing (null)")
+    assert reasons["val/000004"] == ("image", "empty (0 bytes)")  # not "file not found", nor the path's file
 
 
 def test_bad_rows_are_quarantined_and_the_rest_loads(tmp_path):
