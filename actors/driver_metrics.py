@@ -34,6 +34,12 @@ def stage_done(stage: str, seconds: float | None, kept: int, dropped: Iterable[s
         metrics.observe("medpo_stage_seconds", seconds, stage=stage)
 
 
+def quarantined(reasons: Iterable[str]) -> None:
+    """Records refused before the run started (bad data, images the processor cannot take), by reason."""
+    for reason, n in Counter(_label(r.split("[")[0]) for r in reasons).items():
+        metrics.inc("medpo_bad_records_total", n, reason=reason)
+
+
 def stale_dropped(n: int) -> None:
     """Samples dropped for lagging more than train.max_staleness policy versions."""
     metrics.inc("medpo_stale_dropped_total", n)

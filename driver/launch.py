@@ -9,6 +9,7 @@ from pathlib import Path
 
 import ray
 
+from actors import driver_metrics
 from actors.fleet import Fleet
 from actors.loopback import loopback_only
 from driver.loop import Driver
@@ -16,7 +17,7 @@ from medpo_ray.config import Config
 from medpo_ray.critics import counterfactual_balance
 from medpo_ray.critics import preflight as critic_preflight
 from medpo_ray.data.preflight import processor_refusals
-from medpo_ray.data.splits import load_probe_records, load_train_records
+from medpo_ray.data.splits import load_probe_records, load_train_split
 from medpo_ray.errors import MedpoError
 from medpo_ray.streaming.steps import check_records
 
@@ -59,7 +60,7 @@ def _cpus_needed(cfg: Config) -> int:
 
 def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> dict:
     """Run the on-policy loop from `model_dir` (HF VLM); returns a summary with the ledger's counts."""
-    records = load_train_records(cfg, Path(data_dir))
+    records, quarantined = load_train_split(cfg, Path(data_dir))
     refused = processor_refusals(records.values(), model_dir)  # sizes the model cannot take, before Ray
     for rid, reason in list(refused.items())[:10]:
         print(f"[data] quarantined for the model's processor: record {rid!r}, {reason}")
@@ -76,6 +77,9 @@ def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> 
     if model:
         print(f"[critic] {cfg.critic.base_url} answers; critic model {model!r}")
     _ray_init(cfg)
+    # What was refused before Ray started is counted now that metrics can be recorded.
+    driver_metrics.quarantined([f"data:{b.field}" for b in quarantined]
+                               + ["preflight:image"] * len(refused))
     t0 = time.monotonic()
     fleet = Fleet(cfg, model_dir, keep_rates=balance.rates() if balance is not None else None)
     try:
@@ -83,7 +87,7 @@ def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> 
         driver.run()
     finally:
         fleet.shutdown()
-    summary = {"refused_by_processor": len(refused), "steps": driver.step, "seconds": round(time.monotonic() - t0, 1), **driver.ledger.summary(),
+    summary = {"quarantined": len(quarantined), "refused_by_processor": len(refused), "steps": driver.step, "seconds": round(time.monotonic() - t0, 1), **driver.ledger.summary(),
                "checkpoint": str(driver.last_checkpoint),
                "weight_transport": fleet.weight_transport,
                # Per-step audit tables, written off the step's path: where they are and what a write took.

@@ -84,14 +84,19 @@ def load_split(cfg: Config, data_dir: Path, split: str) -> tuple[list[Record], l
     return records, result.bad
 
 
-def load_train_records(cfg: Config, data_dir: Path) -> dict[str, Record]:
-    """The training split as {record_id: Record}; bad records are reported and left out."""
+def load_train_split(cfg: Config, data_dir: Path) -> tuple[dict[str, Record], list[BadRecord]]:
+    """The training split as {record_id: Record}, and the records quarantined (reported, first ten named)."""
     records, bad = load_split(cfg, data_dir, "train")
     for b in bad[:10]:
         print(f"[data] quarantined: {b}")
     if bad:
         print(f"[data] {len(bad)} bad record(s) quarantined; {len(records)} good")
-    return {r.record_id: r for r in records}
+    return {r.record_id: r for r in records}, bad
+
+
+def load_train_records(cfg: Config, data_dir: Path) -> dict[str, Record]:
+    """The training split as {record_id: Record}; bad records are reported and left out."""
+    return load_train_split(cfg, data_dir)[0]
 
 
 def load_probe_records(cfg: Config, data_dir: Path) -> list[Record] | None:
