@@ -30,6 +30,8 @@ Figures (the last printed line is one JSON object):
 - queue_actor_ms_per_chunk: the alternative mechanism measured beside the driver-held queues: one put and
   one get of a chunk's ObjectRef through a ray.util.queue.Queue actor (what a queue actor between two
   stages adds to every chunk, on top of the stage calls themselves).
+- streaming_generator_ms_per_chunk: the other alternative: a chunk yielded by a producer actor's streaming
+  generator and fetched here (per chunk, while the generator runs; a pipelined stream, not a call).
 Per-stage seconds per step come from the stage pools' finished calls (submit -> collect) observed from
 outside the driver. Timings are wall clock on a shared machine: the load average is in the JSON.
 """
@@ -360,6 +362,31 @@ def queue_actor_overhead(chunks: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def streaming_generator_overhead(chunks: int) -> float:
+    """Median ms per chunk that a Ray streaming generator hands from a producer actor to this process (the
+    chunk's ref yielded, then fetched): the mechanism that would stream one stage call's output piece by
+    piece. It binds a consumer to one producer call, so it bounds nothing across actors on its own."""
+    import ray
+
+    @ray.remote(num_cpus=0.25)
+    class Producer:
+        def chunks(self, n: int):
+            for _ in range(n):
+                yield b"x" * 1024
+
+    producer = Producer.remote()
+    ray.get(producer.__ray_ready__.remote())
+    gen = producer.chunks.options(num_returns="streaming").remote(chunks + 5)
+    times = []
+    for c in range(chunks + 5):
+        t = time.perf_counter()
+        ray.get(next(gen))
+        if c >= 5:
+            times.append(time.perf_counter() - t)
+    ray.kill(producer)
+    return 1000 * statistics.median(times)
+
+
 def actor_threads() -> int:
     """OMP_NUM_THREADS as Ray sets it for a 1-CPU actor (the rollout engine's and a learner rank's)."""
     import ray
@@ -430,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"queue plumbing over no-op actors: {args.noop_chunks} chunks")
                 queue = queue_overhead(probe, args.noop_chunks)
                 queue_actor = queue_actor_overhead(args.noop_chunks)
+                generator = streaming_generator_overhead(args.noop_chunks)
         finally:
             ray.shutdown()
         log(f"round {rnd + 1}/{args.rounds}: sequential loop (no Ray), 1 learner, strict")
@@ -463,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         "stage_overlap": round(strict["stage_overlap"], 3), "async_stage_overlap": round(async_["stage_overlap"], 3),
         "max_queue_depth_ratio": round(max(strict["max_queue_depth_ratio"], async_["max_queue_depth_ratio"]), 3),
         "queue_actor_ms_per_chunk": round(queue_actor, 3), "chunk_records": strict["chunk"],
+        "streaming_generator_ms_per_chunk": round(generator, 3),
         "queue_overhead_ms_per_record_mean": round(queue["ms_per_record_mean"], 3),
         "object_store_bytes_per_record": round(sum(nbytes.values()) / probe.issued),
         "object_store_bytes_per_record_by_payload": {k: round(v / probe.issued) for k, v in nbytes.items()},
