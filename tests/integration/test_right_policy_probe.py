@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 STUDIES = 48
 STEPS = 45
+LOPSIDED_STEPS = 90  # the harm grows with training: twice the steps keeps the test off the bound's edge
 BOUND = 1.0  # nats: the guard's default guard.max_token_drop
 MIN_COUNT = 5  # token types seen fewer times on the gold answers are not judged (guard.min_token_count)
 # The recipe of configs/demo.yaml's loss section (RESULTS.md says why): FiRe-MPO with an NLL anchor on y+.
@@ -106,11 +107,11 @@ def _train(policy_dir, examples, steps: int):
     return policy.eval(), processor
 
 
-def _worst_drop(policy_dir, examples, probe, start) -> tuple[str, float]:
+def _worst_drop(policy_dir, examples, probe, start, steps: int = STEPS) -> tuple[str, float]:
     """Train on `examples`, then the token type of the probe's gold answers whose mean log-prob fell most."""
     from medpo_ray.rollout.logprob_check import gold_token_logprobs
 
-    policy, processor = _train(policy_dir, examples, STEPS)
+    policy, processor = _train(policy_dir, examples, steps)
     with torch.no_grad():
         after = token_means(gold_token_logprobs(policy, processor, probe))
     drops = {t: start[t][0] - after[t][0] for t in start if start[t][1] >= MIN_COUNT}
@@ -136,8 +137,9 @@ def test_a_right_policy_keeps_every_token_within_the_bound_and_lopsided_pairs_br
 
     lopsided = _pairs(records, None, only="presence:no>a")
     assert len(lopsided) >= 16
-    token, drop = _worst_drop(right_policy, lopsided, probe, start)
-    # Which token falls furthest varies with the fitted policy (CPU SFT is not bit-reproducible: " A"
-    # 0.7-1.3 nats and " a" 1.4-1.8 in runs here); that the probe sees one fall beyond the bound does not.
-    print(f"lopsided: worst token {token!r} fell {drop:.3f} nats")
+    token, drop = _worst_drop(right_policy, lopsided, probe, start, steps=LOPSIDED_STEPS)
+    # Which token falls furthest, and how far, varies with the fitted policy (CPU SFT is not
+    # bit-reproducible: after 45 steps " A" fell 0.7-1.3 nats and " a" 1.4-1.8 in runs here, and the worst
+    # drop was 0.93 in one run); twice the balanced run's steps, the worst drop passes the bound in every run.
+    print(f"lopsided ({LOPSIDED_STEPS} steps): worst token {token!r} fell {drop:.3f} nats")
     assert drop > BOUND

@@ -159,11 +159,22 @@ def test_gpu_sizes_match_the_worker_groups():
     cfg = load_config(*train_command(one("rayjob-gpu.yaml", "RayJob")))
     groups = {g["groupName"]: g for g in one("raycluster-gpu.yaml", "RayCluster")["spec"]["workerGroupSpecs"]}
 
+    def per_pod(group: str, resource: str) -> int:
+        return int(containers(groups[group]["template"])[0]["resources"]["limits"][resource])
+
     def gpus(group: str) -> int:
-        return groups[group]["replicas"] * int(containers(groups[group]["template"])[0]["resources"]["limits"]["nvidia.com/gpu"])
+        return groups[group]["replicas"] * per_pod(group, "nvidia.com/gpu")
 
     assert cfg.rollout.num_engines == gpus("rollout")
     assert cfg.train.num_learners == gpus("learner")
+    # Every engine and rank asks Ray for a GPU (0, the default, would place them all on CPUs), and what a
+    # pod's actors ask for fits the pod.
+    assert cfg.rollout.gpus_per_engine == 1 and cfg.train.gpus_per_rank == 1
+    engines_per_pod = per_pod("rollout", "nvidia.com/gpu") // cfg.rollout.gpus_per_engine
+    ranks_per_pod = per_pod("learner", "nvidia.com/gpu") // cfg.train.gpus_per_rank
+    assert engines_per_pod * cfg.rollout.cpus_per_engine <= per_pod("rollout", "cpu")
+    assert ranks_per_pod * cfg.train.cpus_per_rank <= per_pod("learner", "cpu")
+    assert cfg.train.bf16 and cfg.model.dtype == "bfloat16" and cfg.train.finetune == "lora"
     assert cfg.model.path.startswith("/models/") and cfg.run.out_dir.startswith("/data/")
 
 
