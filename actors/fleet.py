@@ -135,10 +135,6 @@ class Fleet:
             self._start_sync(version)
         return metrics
 
-    def train_step(self, items: list, version: int) -> dict:
-        """start_step then finish_step."""
-        return self.finish_step(self.start_step(items, version), version)
-
     def set_keep_rates(self, keep_rates: dict[str, float]) -> None:
         """New counterfactual keep rates for every span editor, ahead of any edit submitted after this."""
         self.keep_rates = keep_rates

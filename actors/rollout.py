@@ -49,7 +49,8 @@ class RolloutActor:
         answered = tuple(dict.fromkeys(ro.record_id for ro in result.rollouts))
         version = self.engine.policy_version
         outcome = StageOutcome("rollout", answered, {b.record_id: f"{b.field}: {b.reason}" for b in result.bad},
-                               versions=dict.fromkeys(answered, version), seconds=result.seconds, finished=time.time(), tokens=tokens)
+                               versions=dict.fromkeys(answered, version), seconds=result.seconds,
+                               finished=time.time())
         return outcome, result
 
     def sync_from(self, weights: FlatBucket | SharedWeights, version: int) -> dict:

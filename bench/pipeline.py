@@ -181,7 +181,7 @@ class Probe:
         return wrapped
 
     def _sync(self, finish):
-        # A step's sync runs behind its learner call (Fleet.train_step); its span, from the optimizer step's
+        # A step's sync runs behind its learner call (Fleet.start_step); its span, from the optimizer step's
         # end to the last engine loaded, is what it costs the step. The driver waits for it only before
         # the next step's learner call.
         def wrapped():

@@ -61,18 +61,20 @@ def _cpus_needed(cfg: Config) -> int:
 def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> dict:
     """Run the on-policy loop from `model_dir` (HF VLM); returns a summary with the ledger's counts."""
     records, quarantined = load_train_split(cfg, Path(data_dir))
-    refused = processor_refusals(records.values(), model_dir)  # sizes the model cannot take, before Ray
+    probe_records = load_probe_records(cfg, Path(data_dir))
+    # Image sizes the model's processor cannot take, from the headers, before Ray (one processor load
+    # for the training split and the guard's slice).
+    unfit = processor_refusals([*records.values(), *(probe_records or [])], model_dir)
+    refused = {k: unfit[k] for k in records if k in unfit}
     for rid, reason in list(refused.items())[:10]:
         print(f"[data] quarantined for the model's processor: record {rid!r}, {reason}")
     if refused:
         print(f"[data] {len(refused)} record(s) the model's processor refuses; {len(records) - len(refused)} left")
         records = {k: v for k, v in records.items() if k not in refused}
+    if probe_records:
+        probe_records = [r for r in probe_records if r.record_id not in unfit]
     check_records(cfg, records)
     balance = counterfactual_balance(cfg, records)
-    probe_records = load_probe_records(cfg, Path(data_dir))
-    if probe_records:  # the guard's slice, by the same check
-        unfit = processor_refusals(probe_records, model_dir)
-        probe_records = [r for r in probe_records if r.record_id not in unfit]
     model = critic_preflight(cfg.critic)  # an unreachable critic is named before Ray or any actor starts
     if model:
         print(f"[critic] {cfg.critic.base_url} answers; critic model {model!r}")

@@ -113,10 +113,13 @@ class Driver:
             self.open.popleft()
             self._await_sync()  # the last step's weights are in every engine (strict mode: long since)
             gap = self._check_logprobs(batch)
-            self.training = (self.fleet.start_step(self._items(batch), version=self.step + 1), time.monotonic())
+            # The step's examples in id order, so the step does not depend on which call finished first.
+            ids = sorted(batch.examples)[: self.n]
+            self.training = (self.fleet.start_step([batch.examples[k] for k in ids], version=self.step + 1),
+                             time.monotonic())
             self._open_steps(total)  # bounded async: the next steps stream while the learner trains
             self._pump(until=self._trained)
-            metrics = self._finish(batch, gap, began)
+            metrics = self._finish(batch, ids, gap, began)
             verdict = self._guard_probe(total)
             if verdict is not None:
                 metrics |= {f"probe_{k}": verdict[k] for k in PROBE_KEYS}
@@ -251,16 +254,11 @@ class Driver:
         self.max_learner_depth = max(self.max_learner_depth, waiting)
         driver_metrics.queues(self.queues.values(), waiting, self.window)
 
-    def _items(self, batch: StepBatch) -> list:
-        """The step's examples in id order (so the step does not depend on which call finished first)."""
-        return [batch.examples[k] for k in sorted(batch.examples)[: self.n]]
-
-    def _finish(self, batch: StepBatch, gap: dict | None, began: float) -> dict:
+    def _finish(self, batch: StepBatch, ids: list[str], gap: dict | None, began: float) -> dict:
         """The learner step is done: ledger, balance, the step's metrics."""
         refs, _ = self.training
         self.training = None
         metrics = self.fleet.finish_step(refs, version=self.step + 1)
-        ids = sorted(batch.examples)[: self.n]
         self.ledger.finish("learner", ids)
         trained = list(metrics.pop("trained_ids", ids))
         self.ledger.mark_trained(trained)

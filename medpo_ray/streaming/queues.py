@@ -45,9 +45,6 @@ class BoundedQueue:
         if self.capacity < 1:
             raise ValueError(f"queue {self.name!r}: capacity must be >= 1, got {self.capacity}")
 
-    def __len__(self) -> int:
-        return len(self.chunks)
-
     def __iter__(self) -> Iterator[Chunk]:
         return iter(self.chunks)
 
@@ -95,10 +92,3 @@ class BoundedQueue:
         chunk = self.chunks.popleft()
         self.depth -= len(chunk.ids)
         return chunk
-
-    def drain(self) -> list[Chunk]:
-        """Remove and return every chunk (a run that stops)."""
-        out = list(self.chunks)
-        self.chunks.clear()
-        self.depth = 0
-        return out

@@ -44,11 +44,19 @@ class StepBatch:
     versions: dict[str, int] = field(default_factory=dict)  # id -> policy version that wrote its answer
     kinds: dict[str, str] = field(default_factory=dict)  # id -> "A:<edit kinds>" or "B:<counterfactual>"
     offered: Counter = field(default_factory=Counter)  # counterfactual keys the critic chose for its prompts
-    pending: int = 0  # issued, neither an example nor dropped
-    rejections: Counter = field(default_factory=Counter)  # "stage:code" -> prompts dropped
     probe: tuple | None = None  # (rollout payload, records) of one chunk, for the log-prob check
     dropped: dict[str, str] = field(default_factory=dict)  # id -> "stage:code" of every drop
     audit: list[dict] = field(default_factory=list)  # the editor's audit rows of this step's answers
+
+    @property
+    def pending(self) -> int:
+        """Prompts issued that are neither an example nor dropped (at a stage or in a queue)."""
+        return len(self.issued) - len(self.examples) - len(self.dropped)
+
+    @property
+    def rejections(self) -> Counter:
+        """Prompts dropped, by "stage:code"."""
+        return Counter(self.dropped.values())
 
     def need(self) -> int:
         """Prompts to issue now so that pending prompts and examples cover the step."""
@@ -73,7 +81,6 @@ class StepBatch:
     def issue(self, ids: list[str]) -> None:
         """Prompts handed to the pipeline for this step."""
         self.issued += ids
-        self.pending += len(ids)
 
     def settle(self, outcome: StageOutcome, asked: list[str]) -> tuple[list[str], dict[str, str]]:
         """Account for a stage's answer on the ids it was `asked`: returns (kept ids in payload order, dropped
@@ -98,14 +105,11 @@ class StepBatch:
 
     def drop(self, dropped: dict[str, str]) -> None:
         """Pending prompts that leave the step, by stage-qualified reason code."""
-        self.pending -= len(dropped)
-        self.rejections.update(dropped.values())
         self.dropped.update(dropped)
 
     def add_examples(self, ids: list[str], payload: Any) -> None:
         """Examples made by the last stage: (payload handle, index) each, no longer pending."""
         self.examples.update((k, (payload, i)) for i, k in enumerate(ids))
-        self.pending -= len(ids)
 
     def staleness(self, ids: list[str]) -> list[int]:
         """Policy versions between each id's answer and the policy this step trains."""

@@ -1,5 +1,5 @@
 """An LLM critic that goes wrong inside a real run, served by a real OpenAI-compatible HTTP server on
-loopback: one that answers garbage for a whole step, and one that dies mid-run. The run stops naming the
+loopback: one that hangs, one that answers garbage for a whole step, and one that dies mid-run. The run stops naming the
 critic's own reason codes and the checkpoint to resume from; `--resume` against a live critic finishes
 with the ledger intact.
 
@@ -41,6 +41,9 @@ class _Critic(BaseHTTPRequestHandler):
     def do_POST(self):
         srv = self.server
         payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if srv.hang:  # accepts the request, never answers
+            srv.stop.wait(120)
+            return
         with srv.lock:
             srv.answered += 1
             n = srv.answered
@@ -57,10 +60,10 @@ class _Critic(BaseHTTPRequestHandler):
             threading.Thread(target=lambda: (srv.shutdown(), srv.server_close()), daemon=True).start()
 
 
-def _serve(garbage: bool = False, die_after: int = 0) -> ThreadingHTTPServer:
+def _serve(garbage: bool = False, die_after: int = 0, hang: bool = False) -> ThreadingHTTPServer:
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Critic)
-    srv.daemon_threads, srv.lock, srv.answered = True, threading.Lock(), 0
-    srv.garbage, srv.die_after = garbage, die_after
+    srv.daemon_threads, srv.lock, srv.answered, srv.stop = True, threading.Lock(), 0, threading.Event()
+    srv.garbage, srv.die_after, srv.hang = garbage, die_after, hang
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
 
@@ -68,6 +71,22 @@ def _serve(garbage: bool = False, die_after: int = 0) -> ThreadingHTTPServer:
 def _critic(srv) -> dict:
     return {"backend": "openai", "base_url": f"http://127.0.0.1:{srv.server_port}/v1", "model": "critic",
             "timeout_s": 5, "max_retries": 0}
+
+
+def test_a_hung_critic_stops_the_run_naming_the_editor_stage(pipeline_setup, pipeline_ray, capsys):
+    # It lists its model (so the preflight passes) and never answers a chat request.
+    srv = _serve(hang=True)
+    try:
+        critic = {**_critic(srv), "timeout_s": 600}  # the critic itself would wait 10 minutes
+        config = pipeline_setup.write("hung", critic=critic, train={"stage_deadlines": {"editor": 6}})
+        assert main(["train", "--config", str(config)]) == 2
+    finally:
+        srv.stop.set()
+        srv.shutdown()
+        srv.server_close()
+    err = capsys.readouterr().err
+    assert "stage 'editor'" in err and "deadline 6 s" in err and "the stage is hung" in err
+    assert "no checkpoint was written yet" in err
 
 
 def test_a_critic_answering_garbage_for_a_whole_step_stops_the_run_naming_its_reason(

@@ -11,7 +11,9 @@ from medpo_ray.streaming.steps import StepBatch
 pytestmark = pytest.mark.unit
 
 
-def _invariant(b: StepBatch) -> None:
+def _invariant(b: StepBatch, pending: int) -> None:
+    # Every issued prompt is pending, an example or dropped; `pending` is what the stages still hold.
+    assert b.pending == pending >= 0
     assert len(b.issued) == b.pending + len(b.examples) + sum(b.rejections.values())
 
 
@@ -22,7 +24,7 @@ def test_drops_at_every_stage_are_topped_up_to_exactly_the_batch():
     kept, dropped = b.settle(StageOutcome("rollout", ("a", "b", "c"), {"d": "image: cannot decode"},
                                           versions=dict.fromkeys("abc", 3)), ["a", "b", "c", "d"])
     assert kept == ["a", "b", "c"] and dropped == {"d": "rollout:image"} and b.need() == 1
-    _invariant(b)
+    _invariant(b, pending=3)
     b.issue(["e"])
     kept, dropped = b.settle(StageOutcome("editor", ("a", "c"), {"b": "abstain"}, versions={"a": 3, "c": 3},
                                           kinds={"a": "A:laterality", "c": "B:presence:no>a"},
@@ -36,12 +38,12 @@ def test_drops_at_every_stage_are_topped_up_to_exactly_the_batch():
     b.add_examples(kept, "payload-ref")
     assert b.examples == {"a": ("payload-ref", 0)} and dropped == {"c": "corruption:y_plus"}
     assert b.need() == 1 and not b.complete()
-    _invariant(b)
+    _invariant(b, pending=2)  # e and f, still at the rollout
     b.issue(["g"])
     # an id the stage answered neither way is dropped as missing, not left to stall the step
     kept, dropped = b.settle(StageOutcome("rollout", ("e", "f")), ["e", "f", "g"])
     assert dropped == {"g": "rollout:missing"}
-    _invariant(b)
+    _invariant(b, pending=2)  # e and f, now at the editor
     assert b.rejections == {"rollout:image": 1, "editor:abstain": 1, "corruption:y_plus": 1, "rollout:missing": 1}
 
 
