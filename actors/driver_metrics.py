@@ -40,11 +40,6 @@ def quarantined(reasons: Iterable[str]) -> None:
         metrics.inc("medpo_bad_records_total", n, reason=reason)
 
 
-def stale_dropped(n: int) -> None:
-    """Samples dropped for lagging more than train.max_staleness policy versions."""
-    metrics.inc("medpo_stale_dropped_total", n)
-
-
 def queues(queues: Iterable, waiting: int, window: int) -> None:
     """Records in each queue between stages against its capacity (a full queue stops its producer), and
     the examples `waiting` for the learner against its `window` (batch_size x (1 + max_staleness))."""

@@ -229,13 +229,14 @@ class Driver:
             if batch.probe is None and any(v == batch.step for v in outcome.versions.values()):
                 batch.probe = (done.payload, chunk.records)  # written by the weights the step trains from
             if self.cfg.train.on_policy:
-                # Bounded async: a sample trained more than s versions after the policy that wrote it is
-                # dropped (counted) and replaced; strict mode never sees one.
+                # A sample trained more than s versions after the policy that wrote it is dropped and
+                # replaced. The step window and the load queued before later rollouts keep every sample
+                # within s versions, so this only guards that invariant (a drop would show as outcome
+                # "stale" in medpo_records_total and in the ledger).
                 stale = batch.stale(kept, self.s)
                 batch.drop(stale)
                 dropped |= stale
                 kept = [k for k in kept if k not in stale]
-                driver_metrics.stale_dropped(len(stale))
         for key, code in dropped.items():
             self.ledger.drop([key], code)
         driver_metrics.stage_done(name, done.seconds, len(kept), list(dropped.values()))

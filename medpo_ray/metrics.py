@@ -62,7 +62,6 @@ SPECS: tuple[MetricSpec, ...] = (
                ("queue",)),
     MetricSpec("medpo_policy_version", "gauge", "Policy version served by the rollout engines / trained by the learner.", ("role",)),
     MetricSpec("medpo_sample_staleness", "histogram", "Policy versions between generation and training of a sample.", (), STALENESS_BUCKETS),
-    MetricSpec("medpo_stale_dropped_total", "counter", "Samples dropped for exceeding max_staleness."),
     MetricSpec("medpo_weight_sync_seconds", "histogram", "From the end of a learner step to the last rollout engine serving its weights (export, transfer, load).", (), SECONDS_BUCKETS),
     MetricSpec("medpo_loss", "gauge", "Loss terms of the last learner step.", ("term",)),
     MetricSpec("medpo_reward_accuracy", "gauge", "Share of pairs whose implicit reward prefers the right side.", ("pair",)),
