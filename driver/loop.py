@@ -53,6 +53,10 @@ class RunStopped(MedpoError):
     """A learner or stage failed for good; the message names the checkpoint a `--resume` continues from."""
 
 
+class CheckpointFailed(MedpoError):
+    """A checkpoint could not be written (a full or read-only disk, a rank that failed while saving)."""
+
+
 class Driver:
     """Runs the on-policy loop over a Fleet of actors; owns the queues, ledger, cursor and checkpoints."""
 
@@ -92,7 +96,7 @@ class Driver:
         """Train until `train.steps` steps are done; returns the per-step metrics of this run."""
         try:
             return self._loop()
-        except (LearnerFailed, StageError, StepUnfillable) as e:
+        except (LearnerFailed, StageError, StepUnfillable, CheckpointFailed) as e:
             where = (f"the last checkpoint is {self.last_checkpoint}: rerun with --resume to continue from it"
                      if self.last_checkpoint else "no checkpoint was written yet: rerun from the start")
             raise RunStopped(f"{e}; {where}") from None
@@ -126,7 +130,7 @@ class Driver:
             if self.step % self.cfg.train.checkpoint_every == 0 or self.step == total or (verdict or {}).get("best"):
                 self.checkpoint()
             if (verdict or {}).get("best"):
-                self._mark("best")
+                self._mark("best", self.last_checkpoint)
             self._record(metrics)
             pairs += metrics["pairs"]
             bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
@@ -329,29 +333,34 @@ class Driver:
     def checkpoint(self) -> Path:
         """Learner state (model, optimizer, scheduler, RNG) + driver state, then an atomic 'latest'."""
         ckpt = self.out / "checkpoints" / f"step-{self.step:06d}"
-        ckpt.mkdir(parents=True, exist_ok=True)
-        self.fleet.learners.save_checkpoint(str(ckpt))
-        # Async mode checkpoints with later steps in flight: their prompts are replayed on resume.
-        in_flight = [k for b in self.open for k in b.issued if k not in self.ledger.dropped]
-        state = {
-            "step": self.step,
-            "cursor": self.cursor.state(),
-            "ledger": self.ledger.to_json(),
-            "in_flight": in_flight,
-            "time": time.time(),
-            "guard": self.guard.guard.state() if self.guard is not None else None,
-            "counterfactuals_offered": dict(self.balance.offered) if self.balance is not None else None,
-        }
-        (ckpt / STATE_FILE).write_text(json.dumps(state))
+        try:
+            ckpt.mkdir(parents=True, exist_ok=True)
+            self.fleet.learners.save_checkpoint(str(ckpt))
+            # Async mode checkpoints with later steps in flight: their prompts are replayed on resume.
+            in_flight = [k for b in self.open for k in b.issued if k not in self.ledger.dropped]
+            state = {
+                "step": self.step,
+                "cursor": self.cursor.state(),
+                "ledger": self.ledger.to_json(),
+                "in_flight": in_flight,
+                "time": time.time(),
+                "guard": self.guard.guard.state() if self.guard is not None else None,
+                "counterfactuals_offered": dict(self.balance.offered) if self.balance is not None else None,
+            }
+            (ckpt / STATE_FILE).write_text(json.dumps(state))
+            self._mark("latest", ckpt)
+        except (LearnerFailed, OSError) as e:
+            # 'latest' still names the last complete checkpoint; this one stays incomplete (no learner.json
+            # or driver state), which --resume never reads.
+            raise CheckpointFailed(f"checkpoint {ckpt} could not be written ({e})") from None
         self.last_checkpoint = ckpt
-        self._mark("latest")
         driver_metrics.checkpoint_written(state["time"])
         return ckpt
 
-    def _mark(self, name: str) -> None:
+    def _mark(self, name: str, ckpt: Path) -> None:
         # checkpoints/<name> holds the step directory's name, replaced atomically.
         tmp = self.out / "checkpoints" / f"{name}.tmp"
-        tmp.write_text(self.last_checkpoint.name)
+        tmp.write_text(ckpt.name)
         tmp.replace(self.out / "checkpoints" / name)
 
     def _restore(self) -> None:

@@ -1,12 +1,17 @@
 """Runs that cannot proceed stop with one clear line: an unreachable critic (before anything starts), a
-weight load that hangs (the engine and the checkpoint are named), an engine that cannot load the model.
+weight load that hangs (the engine and the checkpoint are named), an engine that cannot load the model, a
+checkpoint disk that fills up (the last complete checkpoint is named and `--resume` finishes from it).
 Critics that hang, answer garbage or die mid-run: test_critic_faults.py."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
+import subprocess
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +75,59 @@ def test_a_hung_weight_load_stops_the_run_naming_the_engine_and_the_checkpoint(p
     assert "engine 0 did not load policy version 3 within 20 s" in msg and "the weight load is hung" in msg
     assert "step-000003" in msg and "--resume" in msg  # the checkpoint a resume continues from
     assert time.monotonic() - t0 < 120  # the deadline, not the hang, ended the wait
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A run directory whose checkpoints/ is a 64 MiB tmpfs of its own (as a full PVC would be); unmounted after."""
+    if os.geteuid() != 0:
+        pytest.fail("the full-disk test mounts a tmpfs: run it as root (as CI does) or in `unshare -rm`")
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(out / "checkpoints")], check=True)
+    try:
+        yield out
+    finally:
+        subprocess.run(["umount", "-l", str(out / "checkpoints")], check=False)
+
+
+def _fill_after(latest: Path, step: str, filler: Path) -> threading.Thread:
+    """A thread that waits for `latest` to name `step`, then fills the disk `filler` is on to the last byte."""
+    def fill() -> None:
+        deadline = time.monotonic() + 300
+        while not (latest.exists() and latest.read_text().strip() == step) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with filler.open("wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:  # ENOSPC: the disk is full
+                pass
+    thread = threading.Thread(target=fill, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_full_checkpoint_disk_stops_the_run_naming_the_last_checkpoint_and_resume_finishes(
+        pipeline_setup, pipeline_ray, small_disk, capsys):
+    from driver.loop import STATE_FILE
+    from medpo_ray.ledger import Ledger
+
+    ckpts = small_disk / "checkpoints"
+    config = pipeline_setup.write("full-disk", run={"out_dir": str(small_disk)}, guard={"every": 0})
+    filler = _fill_after(ckpts / "latest", "step-000002", ckpts / "filler")
+    assert main(["train", "--config", str(config)]) == 2
+    filler.join(timeout=10)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "No space left on device" in err and "step-000004" in err, err
+    assert f"the last checkpoint is {ckpts / 'step-000002'}" in err and "--resume" in err, err
+    assert (ckpts / "latest").read_text().strip() == "step-000002"  # the incomplete one is not 'latest'
+
+    (ckpts / "filler").unlink()  # space freed, as an operator would
+    assert main(["train", "--config", str(config), "--resume"]) == 0
+    summary = json.loads((small_disk / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["lost"] == 0
+    ledger = Ledger.from_json(json.loads((ckpts / "step-000004" / STATE_FILE).read_text())["ledger"])
+    assert ledger.lost() == [] and len(ledger.trained) == len(set(ledger.trained)) == 16
