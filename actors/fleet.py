@@ -24,6 +24,9 @@ from medpo_ray.rollout.engine import RolloutRequest, SamplingSpec
 
 # Ray restarts a killed stage actor this many times; the pool re-issues its in-flight records.
 STAGE_RESTARTS = 3
+# Seconds an engine or editor may take to construct (a model load); the learner group has its own set-up
+# timeout. Generous: a 7B engine loads and profiles its KV cache in a few minutes.
+STARTUP_S = 900.0
 
 
 class Fleet:
@@ -80,7 +83,8 @@ class Fleet:
         if mode == "object_store":
             return False
         home = self.learners.node_of_rank0()
-        away = sum(n != home for n in ray.get([a.node_id.remote() for a in self.rollout_actors]))
+        away = sum(n != home for n in ray.get([a.node_id.remote() for a in self.rollout_actors],
+                                              timeout=self.rollout.deadline_s))
         if away and mode == "shared_memory":
             self.shutdown()
             raise MedpoError(f"rollout.weight_transport=shared_memory: {away} of {len(self.rollout_actors)} "
@@ -89,9 +93,14 @@ class Fleet:
         return not away
 
     def _started(self, what: str, refs: list, model_dir: str) -> None:
-        """Wait for actors to be constructed; a failed constructor becomes one clear error, not a traceback."""
+        """Wait for actors to be constructed; a failed constructor becomes one clear error, not a traceback, and
+        one that never finishes (a hung model load) is named after STARTUP_S."""
         try:
-            ray.get(refs)
+            ray.get(refs, timeout=STARTUP_S)
+        except GetTimeoutError:
+            self._kill_stages()
+            raise MedpoError(f"{what} did not start from {model_dir} within {STARTUP_S:.0f} s (hung model load?)"
+                             ) from None
         except RayActorError as e:
             self._kill_stages()
             # Ray's message ends with the constructor's exception ("Type: message") after its traceback.
@@ -144,8 +153,8 @@ class Fleet:
     def _rebalance(self, actor) -> None:
         # A restarted editor starts from its constructor's keep rates: give it the current ones first.
         try:
-            ray.get(actor.set_keep_rates.remote(self.keep_rates))
-        except RayActorError as e:
+            ray.get(actor.set_keep_rates.remote(self.keep_rates), timeout=self.editor.deadline_s)
+        except (RayActorError, GetTimeoutError) as e:
             raise StageError("editor", f"restarted span editor lost while taking the keep rates: {e}") from e
 
     def probe_answers(self, records: list) -> tuple[dict[str, str], set[int]]:

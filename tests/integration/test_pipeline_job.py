@@ -29,7 +29,7 @@ from medpo_ray.metrics import exported_names
 from tests.integration.promstack import REPO, prometheus, ray_head, ray_scrape_config, wait_until
 from tests.unit.deploy.test_dashboard_rules import dashboard_queries
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
 JOB = "medpo-train"
 EXCLUDES = [".venv", "artifacts", ".git", ".hypothesis", "**/__pycache__", ".pytest_cache", ".ruff_cache",
