@@ -23,6 +23,7 @@ from medpo_ray.models.loading import (
 )
 from medpo_ray.models.tokenizer import VISION_TOKENS
 from medpo_ray.rollout.weight_sync.base import WeightManifest, WeightPush, WeightSyncError
+from medpo_ray.rollout.weight_sync.flat import FlatBucket
 from medpo_ray.rollout.weight_sync.object_store import push_header
 from medpo_ray.rollout.worker_ext import WORKER_EXTENSION
 
@@ -100,8 +101,7 @@ class RolloutEngine:
     """Owns one vLLM engine over a model directory; see `generate` and `apply_push`."""
 
     def __init__(self, model_dir: str | Path, dtype: str = "float32", max_model_len: int = 512,
-                 kv_cache_gib: float = 1.0, seed: int = 0, weight_transfer: str = "object_store",
-                 unpacked_linear_bytes: int | None = None, **engine_kwargs):
+                 kv_cache_gib: float = 1.0, seed: int = 0, unpacked_linear_bytes: int | None = None, **engine_kwargs):
         from vllm import LLM
 
         self.model_dir = check_model_dir(model_dir)
@@ -117,11 +117,6 @@ class RolloutEngine:
         self.allowed_token_ids = sorted(set(range(tokens)) - forbidden)
         _configure_env(kv_cache_gib)
         limit = {"image": 1, "video": 0} if "video_token_id" in config else {"image": 1}
-        if weight_transfer == "nccl":
-            from medpo_ray.rollout.weight_sync.nccl import ENGINE_KWARGS
-            engine_kwargs = {**ENGINE_KWARGS, **engine_kwargs}
-        elif weight_transfer != "object_store":
-            raise MedpoError(f"weight_transfer must be 'object_store' or 'nccl', got {weight_transfer!r}")
         try:
             # Eager by default: torch.compile would cost minutes of start-up on a 2-core machine.
             kwargs = {"enforce_eager": True, "limit_mm_per_prompt": limit, **engine_kwargs}
@@ -129,6 +124,7 @@ class RolloutEngine:
                            worker_extension_cls=WORKER_EXTENSION, **kwargs)
         except (OSError, ValueError) as e:
             raise MedpoError(f"vLLM cannot serve {self.model_dir}: {e}") from None
+        self.multiprocess = type(self.llm.llm_engine.engine_core).__name__ != "InprocClient"
         # In-process on CPU the worker disables torch.set_num_threads for the whole process and warns on
         # every call; vLLM's own renderer calls it twice per image request, flooding the actor logs.
         logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
@@ -195,7 +191,10 @@ class RolloutEngine:
         self._check_version(push.version)
         header = push_header(push)
         layout = self.manifest.check(header)
-        replies = self.llm.collective_rpc("medpo_load_weights", args=(push.transport, list(push.buckets)))
+        # The multiprocess engine (every GPU run) msgpack-encodes an RPC's arguments: plain data for it; the
+        # in-process one gets the buckets as they are (views of the object store's memory, no copy).
+        buckets = [b.wire() if self.multiprocess and isinstance(b, FlatBucket) else b for b in push.buckets]
+        replies = self.llm.collective_rpc("medpo_load_weights", args=(push.transport, buckets))
         errors = [r["error"] for r in replies if "error" in r]
         if errors:
             raise WeightSyncError(f"weight push v{push.version} refused, previous weights keep serving: "
@@ -218,26 +217,3 @@ class RolloutEngine:
             self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()
         self.policy_version = version
-
-    # GPU path: vLLM's public weight-transfer hooks, driven by the learner (weight_sync/nccl.py).
-    def init_weight_transfer_engine(self, init_info: dict) -> None:
-        """Join the learner's NCCL group (vLLM weight-transfer API)."""
-        self.llm.init_weight_transfer_engine({"init_info": init_info})
-
-    def start_weight_update(self) -> None:
-        """Open a weight update round."""
-        self.llm.start_weight_update()
-
-    def update_weights(self, update_info: dict) -> None:
-        """Receive one round of broadcast tensors (names/shapes were checked by the sender)."""
-        self.llm.update_weights({"update_info": update_info})
-
-    def finish_weight_update(self, weight_version: str | None = None) -> None:
-        """Close the round, reset caches and serve as `weight_version`."""
-        version = int(weight_version) if weight_version is not None else self.policy_version + 1
-        self.llm.finish_weight_update(weight_version=str(version))
-        self._serve_new_weights(version)
-
-    def shutdown_weight_transfer_engine(self) -> None:
-        """Leave the learner's NCCL group; inference keeps running."""
-        self.llm.shutdown_weight_transfer_engine()

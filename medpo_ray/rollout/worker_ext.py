@@ -53,7 +53,8 @@ class WeightSyncExtension:
             return {"error": f"cannot decode weight buckets ({transport}): {e}"}
         pushed = len(tensors)
         if self._medpo_inplace:
-            frozen = frozenset().union(*(getattr(b, "frozen", ()) for b in buckets)) & self._medpo_loaded
+            frozen = frozenset().union(*(b.get("frozen", ()) if isinstance(b, dict) else getattr(b, "frozen", ())
+                                         for b in buckets)) & self._medpo_loaded
             tensors = [(n, t) for n, t in tensors if n not in frozen]
         bad = [n for n, t in tensors if t.is_floating_point() and not _all_finite(t)]
         if bad:

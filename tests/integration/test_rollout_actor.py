@@ -54,11 +54,19 @@ def actor(model_dir):
     ray.shutdown()
 
 
+class ActorTarget:
+    """One rollout actor as ObjectStoreSync's push target: the push goes into the object store once."""
+
+    def __init__(self, actor):
+        self.actor = actor
+
+    def apply_push(self, push):
+        return ray.get(self.actor.apply_push.remote(ray.put(push)), timeout=300)
+
+
 @pytest.fixture(scope="module")
 def group(actor):
-    from actors.rollout import RolloutGroup
-
-    return RolloutGroup([actor])
+    return ActorTarget(actor)
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +207,33 @@ def test_an_engine_whose_load_failed_refuses_rollouts_until_a_load_succeeds(acto
     assert stats["policy_version"] == version + 1 and not stats.get("already")
     meta, result = ray.get(actor.rollout.remote(records, GREEDY))
     assert meta.versions == {"png": version + 1} and [r.record_id for r in result.rollouts] == ["png"]
+
+
+def test_the_multiprocess_engine_generates_loads_pushes_and_matches_transformers(model_dir, actor, learner):
+    # Every GPU run serves with vLLM's multiprocess engine (the engine core in its own process, RPC
+    # arguments msgpack-encoded); the pipeline's own path: a flat bucket through the actor's sync_from.
+    from actors.rollout import RolloutActor
+    from medpo_ray.rollout.logprob_check import logprob_mismatch
+    from medpo_ray.rollout.weight_sync.flat import pack_flat
+
+    model, processor = learner
+    mp = RolloutActor.options(num_cpus=1, runtime_env={"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}}).remote(
+        str(model_dir), max_model_len=256)
+    try:
+        assert ray.get(mp.__ray_call__.remote(lambda self: self.engine.multiprocess), timeout=600)
+        before = generate(mp)
+        assert all(r.policy_version == 0 for r in before.rollouts)
+        for version, scale in ((1, 1.05), (2, 0.95)):  # vLLM's layer-wise reload, then the copy path
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(scale)
+            stats = ray.get(mp.sync_from.remote(pack_flat(model.named_parameters()), version), timeout=300)
+            assert stats["policy_version"] == version
+            served = generate(mp)
+            assert all(r.policy_version == version for r in served.rollouts)
+            gap = logprob_mismatch(model, processor, served.rollouts, {q.record_id: q.image for q in REQUESTS},
+                                   {q.record_id: q.prompt for q in REQUESTS})
+            assert gap["prompt_mismatches"] == 0 and gap["logprob_max_abs_diff"] < 1e-4, (version, gap)
+        assert stats["reload_path"] == "inplace"
+    finally:
+        ray.kill(mp)

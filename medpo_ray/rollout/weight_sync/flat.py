@@ -16,6 +16,7 @@ import numpy as np
 
 from medpo_ray.rollout.weight_sync.base import TensorMeta, WeightSyncError
 
+WIRE_SEGMENT = 512 << 20  # bytes per msgpack bin of a bucket sent to a multiprocess engine
 _ALIGN = 64  # every tensor starts 64 bytes apart from the (16-byte aligned) start: aligned for any dtype
 _DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64",
            "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
@@ -32,6 +33,29 @@ class FlatBucket:
     header: tuple[tuple[str, str, tuple[int, ...], int], ...]
     data: np.ndarray
     frozen: frozenset[str] = frozenset()
+
+    def wire(self) -> dict:
+        """The bucket as plain msgpack data for vLLM's multiprocess engine (every GPU run), whose
+        `collective_rpc` encodes arguments without their types: a dataclass arrives as a dict and an array
+        as a bare (dtype, shape, buffer index) triple. So the header goes as lists and the buffer as byte
+        segments of at most WIRE_SEGMENT bytes (msgpack's bin type holds under 4 GiB)."""
+        view = memoryview(np.ascontiguousarray(self.data)).cast("B")
+        return {"flat_header": [[n, d, list(s), o] for n, d, s, o in self.header],
+                "segments": [view[i:i + WIRE_SEGMENT] for i in range(0, len(view), WIRE_SEGMENT)] or [b""],
+                "frozen": sorted(self.frozen)}
+
+    @classmethod
+    def from_wire(cls, obj: FlatBucket | dict) -> FlatBucket:
+        """A bucket from `wire()`'s form as it arrives in the worker process, or the bucket itself."""
+        if isinstance(obj, FlatBucket):
+            return obj
+        try:
+            header = tuple((str(n), str(d), tuple(int(x) for x in s), int(o)) for n, d, s, o in obj["flat_header"])
+            parts = [np.frombuffer(seg, dtype=np.uint8) for seg in obj["segments"]]
+            data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            return cls(header, data, frozenset(obj.get("frozen", ())))
+        except (KeyError, TypeError, ValueError) as e:
+            raise WeightSyncError(f"weight push: not a flat bucket in wire form: {type(e).__name__}: {e}") from None
 
     def metas(self) -> dict[str, TensorMeta]:
         """name -> (dtype, shape); a name twice is an error."""

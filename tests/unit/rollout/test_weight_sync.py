@@ -5,10 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from medpo_ray.rollout.weight_sync import make_weight_sync
 from medpo_ray.rollout.weight_sync.base import WeightManifest, WeightPush, WeightSyncError
 from medpo_ray.rollout.weight_sync.flat import FlatBucket, pack_flat, unpack_flat
-from medpo_ray.rollout.weight_sync.nccl import TensorListSource, tensor_header
 from medpo_ray.rollout.weight_sync.object_store import (
     ObjectStoreSync,
     iter_buckets,
@@ -92,8 +90,8 @@ def test_manifest_names_missing_unknown_misshaped_and_non_float_tensors():
 def test_sync_delivers_every_tensor_and_leaves_no_shared_memory(transport, tmp_path):
     src, dst = net(), net()
     target = ModuleTarget(dst)
-    sync = make_weight_sync(transport, target, bucket_bytes=256, **({"shm_dir": str(tmp_path)}
-                                                                   if transport == "shm" else {}))
+    sync = ObjectStoreSync(target, transport=transport, bucket_bytes=256,
+                           **({"shm_dir": str(tmp_path)} if transport == "shm" else {}))
     stats = sync.sync(src.named_parameters(), version=3)
     assert stats["policy_version"] == 3 and stats["buckets"] == (1 if transport == "flat" else 4)
     # flat: every tensor starts on a 64-byte boundary (16*8+16+4*16+4 floats -> 8 aligned slots)
@@ -117,18 +115,31 @@ def test_refused_shm_push_is_cleaned_up_and_changes_nothing(tmp_path):
 
 
 def test_unknown_transport_is_refused():
-    with pytest.raises(ValueError, match="flat, bytes, shm or nccl"):
-        make_weight_sync("carrier-pigeon", None)
+    with pytest.raises(ValueError, match="transport must be one of"):
+        ObjectStoreSync(None, transport="carrier-pigeon")
 
 
-def test_nccl_source_declares_what_it_yields():
-    items = [("a", torch.zeros(2, 3)), ("b", torch.zeros(4, dtype=torch.bfloat16))]
-    src = TensorListSource()
-    src.items = items
-    assert [(m.name, m.dtype, m.shape) for m in src.metadata()] == [("a", torch.float32, (2, 3)),
-                                                                    ("b", torch.bfloat16, (4,))]
-    assert list(src) == items
-    assert tensor_header(items) == {"a": ("F32", (2, 3)), "b": ("BF16", (4,))}
+def test_flat_bucket_crosses_vllms_multiprocess_serializer_only_in_wire_form(monkeypatch):
+    # collective_rpc to a multiprocess engine goes through vLLM's own msgpack encoder, untyped: the raw
+    # bucket arrives as a dict whose buffer is a bare triple (what made every multiprocess push fail).
+    from vllm.v1.serial_utils import MsgpackDecoder, MsgpackEncoder
+
+    import medpo_ray.rollout.weight_sync.flat as flat
+
+    monkeypatch.setattr(flat, "WIRE_SEGMENT", 64)  # several segments, as a >512 MiB push would have
+    src = net()
+    bucket = pack_flat(src.named_parameters(), frozen=["0.bias"])
+
+    def through_vllm(obj):
+        return MsgpackDecoder().decode(MsgpackEncoder().encode(obj))
+
+    with pytest.raises(WeightSyncError):
+        load_bucket(through_vllm(bucket))
+    arrived = through_vllm(bucket.wire())
+    back = FlatBucket.from_wire(arrived)
+    assert back.header == bucket.header and back.frozen == {"0.bias"}
+    loaded = dict(load_bucket(arrived))
+    assert all(torch.equal(loaded[n], p) for n, p in src.named_parameters())
 
 
 def test_flat_bucket_round_trips_every_dtype_as_views_of_one_buffer():
