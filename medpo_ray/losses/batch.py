@@ -85,8 +85,9 @@ def needed_pairs(cfg) -> tuple[int, ...]:
 def chat_prompt_ids(tokenizer, prompt: str, image_tokens: int = 1, image_token: str = "<|image_pad|>") -> list[int]:
     """Prompt ids from the chat template (an image then the text, generation prompt added).
 
-    The template renders one image placeholder; a Qwen2-VL processor expands it to the number of
-    vision tokens of the image, which `image_tokens` reproduces here (0: a text-only prompt).
+    The template renders one image placeholder (`image_token`: the processor's, `<|image_pad|>` for the
+    Qwen-VL families, `<image>` for LLaVA); the processor expands it to the number of vision tokens of the
+    image, which `image_tokens` reproduces here (0: a text-only prompt).
     """
     content = ([{"type": "image"}] if image_tokens > 0 else []) + [{"type": "text", "text": prompt}]
     text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,

@@ -81,8 +81,10 @@ def build_batch(processor, images: Sequence, prompts: Sequence[str],
     def padded(seqs, value):
         return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
 
-    batch = {k: torch.as_tensor(v) for k, v in enc.items() if k not in ("input_ids", "attention_mask",
-                                                                         "mm_token_type_ids")}
+    def tensor(v):  # Qwen processors give one array per key, CLIP-style ones (LLaVA) a list per image
+        return torch.stack([torch.as_tensor(x) for x in v]) if isinstance(v, list) else torch.as_tensor(v)
+
+    batch = {k: tensor(v) for k, v in enc.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
     batch.update(input_ids=padded(rows, pad), attention_mask=padded([[1] * len(r) for r in rows], 0),
                  completion_mask=padded(comp_masks, 0), prompt_lengths=[len(ids) for ids in enc["input_ids"]])
     if typed:

@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 from medpo_ray.errors import MedpoError
+from medpo_ray.models.families import SUPPORTED_MODEL_TYPES as _SUPPORTED
+from medpo_ray.models.families import UnsupportedModelError, family_of
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 _PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
@@ -17,8 +19,8 @@ class ModelDirError(MedpoError):
     """A model directory that is missing, incomplete or unreadable; the message names what is wrong."""
 
 
-# The families the training, rollout and collation code paths have been built and tested for.
-SUPPORTED_MODEL_TYPES = ("qwen2_vl",)
+# The families the training, rollout and collation code paths have been built and tested for (families.py).
+SUPPORTED_MODEL_TYPES = _SUPPORTED
 
 
 def check_model_dir(path: str | Path) -> Path:
@@ -42,10 +44,10 @@ def check_model_dir(path: str | Path) -> Path:
         model_type = json.loads((root / "config.json").read_text()).get("model_type")
     except (OSError, json.JSONDecodeError, AttributeError) as e:
         raise ModelDirError(f"{root / 'config.json'}: not a readable JSON object: {e}") from None
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        # Found here, before any actor starts: inside the actors it would surface as an error per stage.
-        raise ModelDirError(f"model directory {str(root)!r}: model_type {model_type!r} is not supported; "
-                            f"medpo-ray trains {', '.join(SUPPORTED_MODEL_TYPES)}")
+    try:  # found here, before any actor starts: inside the actors it would surface as an error per stage
+        family_of(model_type, where=f"model directory {str(root)!r}")
+    except UnsupportedModelError as e:
+        raise ModelDirError(str(e)) from None
     return root
 
 

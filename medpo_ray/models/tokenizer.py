@@ -30,12 +30,27 @@ CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-# The words the chat template itself writes, so they get merges like the data's words.
-_TEMPLATE_TEXT = ["system", "user", "assistant", SYSTEM_PROMPT]
+# LLaVA-style tokenizers (llava-hf, LLaVA-Med on Mistral): sentence markers, padding and the image token.
+LLAVA_SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<image>"]
+# The llava-hf 1.5 conversation format ("USER: <image>\n... ASSISTANT:").
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'image' %}<image>\n"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %} "
+    "{% elif message['role'] == 'assistant' %}ASSISTANT: "
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'text' %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}</s>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+# The words the chat templates themselves write, so they get merges like the data's words.
+_TEMPLATE_TEXT = ["system", "user", "assistant", SYSTEM_PROMPT, "USER:", "ASSISTANT:"]
 
 
-def train_tokenizer(texts: Iterable[str], vocab: int, model_max_length: int = 4096):
-    """A `PreTrainedTokenizerFast`: byte-level BPE with at most `vocab` learned entries, then the specials.
+def train_tokenizer(texts: Iterable[str], vocab: int, model_max_length: int = 4096, style: str = "qwen"):
+    """A `PreTrainedTokenizerFast`: byte-level BPE with at most `vocab` learned entries, then the specials
+    and chat template of `style` ("qwen": Qwen2-VL's; "llava": llava-hf's).
 
     Training is deterministic for the same texts in the same order (the trainer breaks count ties by
     the pair itself), so the factory's output is byte-identical across runs.
@@ -53,16 +68,21 @@ def train_tokenizer(texts: Iterable[str], vocab: int, model_max_length: int = 40
     trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
     tok.train_from_iterator(corpus + _TEMPLATE_TEXT * 2, trainer=trainer)
-    tok.add_special_tokens(SPECIAL_TOKENS)  # appended after the learned vocabulary
-
-    hf_tok = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
-        bos_token=None,
-        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                              "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
-    )
+    if style == "llava":
+        tok.add_special_tokens(LLAVA_SPECIAL_TOKENS)
+        hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", bos_token="<s>",
+                                         unk_token=None, extra_special_tokens={"image_token": "<image>"})
+        hf_tok.chat_template = LLAVA_CHAT_TEMPLATE
+    else:
+        tok.add_special_tokens(SPECIAL_TOKENS)  # appended after the learned vocabulary
+        hf_tok = PreTrainedTokenizerFast(
+            tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
+            bos_token=None,
+            extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                                  "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
+        )
+        hf_tok.chat_template = CHAT_TEMPLATE
     hf_tok.model_max_length = model_max_length
-    hf_tok.chat_template = CHAT_TEMPLATE
     return hf_tok
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from medpo_ray.data.record import BadRecord
 from medpo_ray.errors import MedpoError
+from medpo_ray.models.families import family_of
 from medpo_ray.models.inputs import ImageError, image_token_count, open_image, render_prompt
 from medpo_ray.models.loading import (
     check_model_dir,
@@ -128,8 +129,10 @@ class RolloutEngine:
         # In-process on CPU the worker disables torch.set_num_threads for the whole process and warns on
         # every call; vLLM's own renderer calls it twice per image request, flooding the actor logs.
         logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
-        if unpacked_linear_bytes is not None:  # CPU weight pushes: see inplace_reload.UNPACKED_MAX_BYTES
-            self.llm.collective_rpc("medpo_configure", kwargs={"unpacked_max_bytes": unpacked_linear_bytes})
+        # CPU weight pushes: see inplace_reload.UNPACKED_MAX_BYTES; names: the family's vLLM prefixes.
+        prefixes = [list(p) for p in family_of(config.get("model_type")).vllm_prefixes]
+        self.llm.collective_rpc("medpo_configure", kwargs={"unpacked_max_bytes": unpacked_linear_bytes,
+                                                           "rename_prefixes": prefixes})
         self.policy_version = 0
 
     # ---------------------------------------------------------------- generation

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 
+from medpo_ray.models.families import rename
 from medpo_ray.rollout.inplace_reload import UNPACKED_MAX_BYTES
 
 WORKER_EXTENSION = "medpo_ray.rollout.worker_ext.WeightSyncExtension"
@@ -28,9 +29,14 @@ class WeightSyncExtension:
     _medpo_loaded: frozenset = frozenset()  # names some earlier push loaded (their values now serve)
     _medpo_unpacked_max: int = UNPACKED_MAX_BYTES  # InplaceReload's threshold for unpacked layers
 
-    def medpo_configure(self, unpacked_max_bytes: int) -> None:
-        """Settings of the copy reload, before the first push (0 keeps every layer packed)."""
-        self._medpo_unpacked_max = unpacked_max_bytes
+    _medpo_rename: tuple = ()  # (old, new) name prefixes from the learner's names to vLLM's (families.py)
+
+    def medpo_configure(self, unpacked_max_bytes: int | None = None, rename_prefixes: list | None = None) -> None:
+        """Settings before the first push: the copy reload's threshold (0 keeps every layer packed) and the
+        family's tensor-name prefixes to translate."""
+        if unpacked_max_bytes is not None:
+            self._medpo_unpacked_max = unpacked_max_bytes
+        self._medpo_rename = tuple((str(a), str(b)) for a, b in rename_prefixes or ())
 
     def medpo_load_weights(self, transport: str, buckets: list) -> dict:
         """Decode every bucket, check values, then load; returns {"error": ...} instead of raising.
@@ -48,13 +54,14 @@ class WeightSyncExtension:
 
         t0 = time.perf_counter()
         try:
-            tensors = [item for b in buckets for item in load_bucket(b)]
+            tensors = [(rename(n, self._medpo_rename), t) for b in buckets for n, t in load_bucket(b)]
         except Exception as e:  # corrupt bucket: the message goes back to the caller, nothing applied
             return {"error": f"cannot decode weight buckets ({transport}): {e}"}
         pushed = len(tensors)
         if self._medpo_inplace:
-            frozen = frozenset().union(*(b.get("frozen", ()) if isinstance(b, dict) else getattr(b, "frozen", ())
-                                         for b in buckets)) & self._medpo_loaded
+            frozen = frozenset(rename(n, self._medpo_rename) for b in buckets
+                               for n in (b.get("frozen", ()) if isinstance(b, dict) else getattr(b, "frozen", ())))
+            frozen &= self._medpo_loaded
             tensors = [(n, t) for n, t in tensors if n not in frozen]
         bad = [n for n, t in tensors if t.is_floating_point() and not _all_finite(t)]
         if bad:

@@ -21,11 +21,15 @@ class AuxLossError(MedpoError):
 
 
 def vision_merger(model):
-    """The module whose output is one feature row per merged image cell (Qwen2-VL: model.model.visual.merger)."""
-    merger = getattr(getattr(getattr(model, "model", None), "visual", None), "merger", None)
+    """The module whose output is one feature row per merged image cell, in raster order (the family's
+    `aux_path`: Qwen2-VL and Qwen3-VL `model.visual.merger`)."""
+    from medpo_ray.models.families import family_of
+
+    family = family_of(getattr(model.config, "model_type", None))
+    merger = model.get_submodule(family.aux_path) if family.aux_path else None
     if merger is None:
-        raise AuxLossError(f"{type(model).__name__} has no model.visual.merger (a Qwen2-VL-style vision tower); "
-                           "set sft.aux_lesion_loss=false for this model")
+        raise AuxLossError(f"{type(model).__name__} ({family.name}) has no vision module that gives one row per "
+                           "image cell in raster order; set sft.aux_lesion_loss=false for this model")
     return merger
 
 

@@ -188,6 +188,8 @@ def collate(items: Sequence[SFTItem], processor, merge_size: int = 2) -> dict:
     comp = batch.pop("completion_mask")
     batch.pop("prompt_lengths")
     batch["labels"] = batch["input_ids"].masked_fill(comp == 0, IGNORE_INDEX)
+    if "image_grid_thw" not in batch:  # a family without the cell grid (families.py): no auxiliary targets
+        return batch
     targets, valid, levels = [], [], []
     for it, (t, h, w) in zip(items, batch["image_grid_thw"].tolist(), strict=True):
         rows, cols = h // merge_size, w // merge_size

@@ -51,13 +51,13 @@ def _pair_example(ex: PreferencePair, processor, vision_ids: set[int]) -> tuple[
     tok = processor.tokenizer
     clean = _checked("image", open_image, ex.image, ex.record_id)
     n_clean = _checked("image", image_token_count, processor, clean, ex.record_id)
-    prompt_ids = _checked("prompt", chat_prompt_ids, tok, ex.prompt, n_clean)
+    prompt_ids = _checked("prompt", chat_prompt_ids, tok, ex.prompt, n_clean, processor.image_token)
     corrupt, corrupt_ids = None, None
     if ex.corrupt_image is not None:
         corrupt = _checked("corrupt_image", open_image, ex.corrupt_image, ex.record_id)
         n_corrupt = _checked("corrupt_image", image_token_count, processor, corrupt, ex.record_id)
         if n_corrupt != n_clean:
-            corrupt_ids = _checked("prompt", chat_prompt_ids, tok, ex.prompt, n_corrupt)
+            corrupt_ids = _checked("prompt", chat_prompt_ids, tok, ex.prompt, n_corrupt, processor.image_token)
     for field, text in (("y_plus", ex.y_plus), ("y_minus", ex.y_minus)):
         # A response that spells a vision token would be read as an image slot by the model.
         ids = tok(text, add_special_tokens=False)["input_ids"] if isinstance(text, str) else []
@@ -71,8 +71,9 @@ def _pair_example(ex: PreferencePair, processor, vision_ids: set[int]) -> tuple[
 
 def collate(examples: Sequence[PreferencePair], processor, loss: LossConfig, vision_ids: set[int],
             image_token_id: int, max_length: int | None = None) -> Collated:
-    """Model inputs (input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw) of every row
-    the loss needs, and its PreferenceBatch; examples with bad input are listed in `bad`, not raised."""
+    """Model inputs of every row the loss needs (input_ids, attention_mask, the image processor's tensors:
+    pixel_values and, for Qwen-VL families, image_grid_thw; mm_token_type_ids where the processor declares
+    it), and its PreferenceBatch; examples with bad input are listed in `bad`, not raised."""
 
     pairs, images, bad = [], [], []
     for ex in examples:
@@ -94,14 +95,10 @@ def collate(examples: Sequence[PreferencePair], processor, loss: LossConfig, vis
     # Row r shows image row_image[r] of [x_0 .. x_B-1, x~_0 .. x~_B-1] (losses/batch.py).
     pool = [imgs[0] for imgs in ordered] + [imgs[1] for imgs in ordered]
     vis = processor.image_processor(images=[pool[i] for i in batch.row_image.tolist()], return_tensors="pt")
-    prompt = batch.attention_mask.bool() & ~batch.completion_mask.bool()
-    inputs = {
-        "input_ids": batch.input_ids,
-        "attention_mask": batch.attention_mask,
-        "mm_token_type_ids": ((batch.input_ids == image_token_id) & prompt).long(),
-        "pixel_values": vis["pixel_values"],
-        "image_grid_thw": vis["image_grid_thw"],
-    }
+    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, **vis}
+    if "mm_token_type_ids" in processor.model_input_names:  # Qwen-VL: 3-D rotary positions of image tokens
+        prompt = batch.attention_mask.bool() & ~batch.completion_mask.bool()
+        inputs["mm_token_type_ids"] = ((batch.input_ids == image_token_id) & prompt).long()
     return Collated(inputs, batch, bad + list(batch.bad))
 
 
@@ -111,15 +108,13 @@ class Collator:
     it is made, so a pair the learner would leave out is replaced before its step, not lost from it."""
 
     def __init__(self, model_dir, loss: LossConfig, max_length: int | None = None):
-        from transformers import AutoConfig
-
         from medpo_ray.models.loading import load_processor, vision_token_ids
 
         self.processor = load_processor(model_dir)
         tok = self.processor.tokenizer
         tok.chat_template = tok.chat_template or self.processor.chat_template
         self.vision_ids = vision_token_ids(model_dir)
-        self.image_token_id = int(AutoConfig.from_pretrained(model_dir).image_token_id)
+        self.image_token_id = int(tok.convert_tokens_to_ids(self.processor.image_token))
         self.loss, self.max_length = loss, max_length
 
     def __call__(self, examples: Sequence[PreferencePair]) -> Collated:
