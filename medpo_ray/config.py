@@ -67,6 +67,8 @@ class ModelConfig(_Section):
     # build the embedded tiny model from `preset`.
     path: str = ""
     preset: Literal["tiny", "small", "demo"] = "demo"
+    # Family of the built preset (models/families.py); a model.path directory's family is read from its config.
+    family: Literal["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava"] = "qwen2_vl"
     dtype: Literal["float32", "bfloat16"] = "float32"
     max_model_len: int = Field(512, ge=64)
     seed: int = Field(0, ge=0)  # weight-init seed of a built preset

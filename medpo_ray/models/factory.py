@@ -72,7 +72,8 @@ def resolve_model_dir(model_cfg) -> Path:
 
     if model_cfg.path:
         return check_model_dir(model_cfg.path)
-    out = Path(model_cfg.build_dir) / f"{model_cfg.preset}-seed{model_cfg.seed}"
+    family = "" if model_cfg.family == "qwen2_vl" else f"{model_cfg.family}-"  # the default keeps its old name
+    out = Path(model_cfg.build_dir) / f"{family}{model_cfg.preset}-seed{model_cfg.seed}"
     if not (out / BUILD_INFO).is_file():  # written last, so its presence means a complete build
-        build_model(out, get_preset(model_cfg.preset), grammar_texts(), seed=model_cfg.seed)
+        build_model(out, get_preset(model_cfg.preset), grammar_texts(), seed=model_cfg.seed, family=model_cfg.family)
     return out

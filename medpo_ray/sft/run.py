@@ -31,12 +31,14 @@ def ensure_base_model(cfg: Config, data_dir: Path) -> Path:
     from medpo_ray.models.factory import build_model
     from medpo_ray.models.presets import get_preset
 
-    name = f"{cfg.model.preset}-seed{cfg.run.seed}-{cache.fingerprint(data_dir)[:12]}"
+    family = "" if cfg.model.family == "qwen2_vl" else f"{cfg.model.family}-"  # the default keeps its old name
+    name = f"{family}{cfg.model.preset}-seed{cfg.run.seed}-{cache.fingerprint(data_dir)[:12]}"
     out = Path(cfg.sft.out_dir) / "base" / name
     if not (out / "config.json").is_file():
         print(f"model: building preset {cfg.model.preset!r} into {out}", file=sys.stderr)
         tmp = cache.staging_dir(out.parent, name)
-        build_model(tmp, get_preset(cfg.model.preset), dataset_texts(data_dir), seed=cfg.run.seed)
+        build_model(tmp, get_preset(cfg.model.preset), dataset_texts(data_dir), seed=cfg.run.seed,
+                    family=cfg.model.family)
         cache.publish(tmp, out.parent, name)
     return out
 

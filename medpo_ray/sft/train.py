@@ -140,12 +140,13 @@ def train_sft(model_dir: str | Path, records: Sequence[Record], cfg: SFTConfig, 
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(step, elapsed, cfg)
             batch = collate(mixer.next(), processor)
-            cell_targets, cell_valid = batch.pop("cell_targets"), batch.pop("cell_valid")
+            # No cell targets for a family without the cell grid (LLaVA); the head is off for it then.
+            cell_targets, cell_valid = batch.pop("cell_targets", None), batch.pop("cell_valid", None)
             cell_levels = batch.pop("cell_levels", None)
             out = model(**batch)
             loss = out.loss
             aux = None
-            if head is not None and bool(cell_valid.any()):
+            if head is not None and cell_valid is not None and bool(cell_valid.any()):
                 aux = head.loss(cell_targets, cell_valid, cell_levels)
                 loss = loss + cfg.aux_weight * aux
             opt.zero_grad(set_to_none=True)

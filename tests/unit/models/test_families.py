@@ -74,3 +74,11 @@ def test_prefixes_rename_only_names_not_yet_under_the_new_prefix():
     assert rename("model.vision_tower.embeddings.x", prefixes) == "model.vision_tower.vision_model.embeddings.x"
     assert rename("model.vision_tower.vision_model.a", prefixes) == "model.vision_tower.vision_model.a"
     assert rename("model.language_model.a", prefixes) == "model.language_model.a"
+
+
+def test_the_config_offers_exactly_the_families_there_are():
+    import typing
+
+    from medpo_ray.config import ModelConfig
+
+    assert typing.get_args(ModelConfig.model_fields["family"].annotation) == tuple(FAMILIES)
