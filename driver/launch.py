@@ -19,6 +19,7 @@ from medpo_ray.critics import preflight as critic_preflight
 from medpo_ray.data.preflight import processor_refusals
 from medpo_ray.data.splits import load_probe_records, load_train_split
 from medpo_ray.errors import MedpoError
+from medpo_ray.models.preflight import check_chat_template, check_gpus, check_lora_targets
 from medpo_ray.streaming.steps import check_records
 
 
@@ -58,6 +59,12 @@ def _cpus_needed(cfg: Config) -> int:
                          + cfg.rollout.num_engines * cfg.rollout.cpus_per_engine + light))
 
 
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> dict:
     """Run the on-policy loop from `model_dir` (HF VLM); returns a summary with the ledger's counts."""
     records, quarantined = load_train_split(cfg, Path(data_dir))
@@ -74,11 +81,16 @@ def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> 
     if probe_records:
         probe_records = [r for r in probe_records if r.record_id not in unfit]
     check_records(cfg, records)
+    check_chat_template(model_dir)
+    check_lora_targets(model_dir, cfg)
+    if not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():  # a local cluster: this machine's GPUs
+        check_gpus(cfg, _local_gpus())
     balance = counterfactual_balance(cfg, records)
     model = critic_preflight(cfg.critic)  # an unreachable critic is named before Ray or any actor starts
     if model:
         print(f"[critic] {cfg.critic.base_url} answers; critic model {model!r}")
     _ray_init(cfg)
+    check_gpus(cfg, ray.cluster_resources().get("GPU", 0))  # a joined cluster: what it has
     # What was refused before Ray started is counted now that metrics can be recorded.
     driver_metrics.quarantined([f"data:{b.field}" for b in quarantined]
                                + ["preflight:image"] * len(refused))
