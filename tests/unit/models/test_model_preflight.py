@@ -80,3 +80,15 @@ def test_train_refuses_them_before_ray_starts(tiny, tmp_path, capsys):
         assert not ray.is_initialized()
     err = capsys.readouterr().err
     assert "has no chat template" in err and "GPU(s)" in err and "Traceback" not in err
+
+
+def test_the_gpu_recipe_is_the_papers_lora_on_eight_gpus():
+    from medpo_ray.config import load_config
+    from medpo_ray.models.preflight import gpus_needed
+
+    cfg = load_config("configs/gpu-7b.yaml")
+    t = cfg.train
+    assert (t.finetune, t.lora_r, t.lora_alpha, t.lora_dropout, t.train_vision, t.bf16) == \
+        ("lora", 128, 256, 0.05, False, True)
+    assert cfg.model.dtype == "bfloat16" and gpus_needed(cfg) == 8
+    check_gpus(cfg, 8)
