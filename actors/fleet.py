@@ -76,6 +76,11 @@ class Fleet:
         self._loads: list = []  # the engines' loads in flight
         self.on_policy = cfg.train.on_policy  # off: the engines keep the warm start (offline pairs)
         self.defer_sync = cfg.train.max_staleness > 0  # async: sync after the step, not queued behind it
+        # After the first (full) push, pushes carry only what training changes (rollout.partial_sync); an
+        # engine Ray restarts gets a full export of its own before it serves.
+        self.partial_sync = r.partial_sync
+        self._pushed_full = False
+        self._last_partial = False
         self.version = 0
 
     def _shared_weights(self, mode: str) -> bool:
@@ -183,9 +188,11 @@ class Fleet:
     def _start_sync(self, version: int) -> None:
         # The engines get the weights' ref before the export finishes: Ray starts each load as soon as
         # the buffer (or its shared-memory descriptor) exists.
-        self.weights_ref, self._export = self.learners.start_export(shared=self.shared_weights)
+        full = not (self.partial_sync and self._pushed_full)
+        self.weights_ref, self._export = self.learners.start_export(shared=self.shared_weights, full=full)
         self._loads = [a.sync_from.remote(self.weights_ref, version) for a in self.rollout_actors]
         self.version = version
+        self._pushed_full, self._last_partial = True, not full
 
     def finish_sync(self) -> dict | None:
         """Wait until every engine serves the last exported weights (before rank 0 rewrites its buffer);
@@ -203,7 +210,7 @@ class Fleet:
                 stats.append(self._load_result(ref, deadline, i))
             except RayActorError:  # died during the push: Ray restarts it, and it loads the weights again
                 try:
-                    stats.append(self._load_result(actor.sync_from.remote(self.weights_ref, self.version), deadline, i))
+                    stats.append(self._load_result(self._load_current(actor), deadline, i))
                 except RayActorError as e:
                     raise StageError("rollout", f"engine lost during weight sync to version {self.version}: {e}") from e
             except RayTaskError as e:
@@ -228,10 +235,21 @@ class Fleet:
         # A restarted engine serves its initial weights: give it the current ones before new work.
         if self.weights_ref is not None:
             try:
-                self._load_result(actor.sync_from.remote(self.weights_ref, self.version),
-                                  time.monotonic() + self.rollout.deadline_s, self.rollout.actors.index(actor))
+                self._load_result(self._load_current(actor), time.monotonic() + self.rollout.deadline_s,
+                                  self.rollout.actors.index(actor))
             except RayActorError as e:
                 raise StageError("rollout", f"restarted engine lost while loading version {self.version}: {e}") from e
+
+    def _load_current(self, actor) -> ray.ObjectRef:
+        """A restarted engine's load of the current weights: the last push, or, when that was partial (the
+        engine lost the full push it builds on), a full export made for it through the object store. Its
+        version is the learner's step at that export (in bounded-async mode possibly the step in flight:
+        the engine is then one version ahead, and the regular sync of that version finds it served)."""
+        if not self._last_partial:
+            return actor.sync_from.remote(self.weights_ref, self.version)
+        ref, summaries = self.learners.start_export(shared=False, full=True)
+        summary = self.learners.finish_export(summaries)
+        return actor.sync_from.remote(ref, max(summary["step"], self.version))
 
     def shutdown(self) -> None:
         """Stop the learner group (its placement group) and every stage actor."""

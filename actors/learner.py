@@ -99,7 +99,7 @@ class LearnerRank:
         prompts = {r.record_id: r.prompt for r in records if r.record_id in wanted}
         return self.learner.logprob_gap(rollouts, images, prompts)
 
-    def export_weights(self, shared_tag: str | None = None) -> tuple[dict, FlatBucket | SharedWeights]:
+    def export_weights(self, shared_tag: str | None = None, full: bool = True) -> tuple[dict, FlatBucket | SharedWeights]:
         """(summary, weights): packed in one flat buffer that engines read zero-copy from the object store,
         or, given `shared_tag` (engines on this node), written into this rank's /dev/shm buffer and
         described by a small SharedWeights; the object store is the fallback when /dev/shm has no room.
@@ -110,16 +110,20 @@ class LearnerRank:
         tensors = self.learner.export_weights()
         if self._frozen is None:
             self._frozen = self.learner.frozen_export_names()
+        # A partial push (`full=False`) leaves out what training never changes (LoRA: all but the layers the
+        # adapters touch): engines that loaded a full push already hold those values.
+        omitted = frozenset() if full else self._frozen & tensors.keys()
+        tensors = {n: t for n, t in tensors.items() if n not in omitted}
         summary = {"tensors": len(tensors), "bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
                    "step": self.learner.step, "transport": "object_store", "t_from": t_from,
-                   "t_export": t0}
+                   "t_export": t0, "omitted": len(omitted)}
         if shared_tag is not None and tensors:
             if self._shared is None and shm_room(summary["bytes"]):  # (+ alignment: shm_room keeps 16 MB spare)
                 self._shared = SharedWeightsWriter(tag=shared_tag)
             if self._shared is not None:
-                weights = self._shared.write(tensors.items(), self._frozen)
+                weights = self._shared.write(tensors.items(), self._frozen, omitted)
                 return {**summary, "transport": "shared_memory", "export_s": time.time() - t0}, weights
-        weights = pack_flat(tensors.items(), frozen=self._frozen)
+        weights = pack_flat(tensors.items(), frozen=self._frozen, omitted=omitted)
         return {**summary, "export_s": time.time() - t0}, weights
 
     def close_shared_weights(self) -> None:
@@ -265,13 +269,13 @@ class LearnerGroup:
         records (a collective under ZeRO-3); rank 0's answer."""
         return self._all("gold_logprobs", records_ref)[0]
 
-    def start_export(self, shared: bool = False) -> tuple[ray.ObjectRef, list]:
+    def start_export(self, shared: bool = False, full: bool = True) -> tuple[ray.ObjectRef, list]:
         """Every rank exports (a collective under ZeRO-3); returns (ObjectRef of rank 0's weights under HF
         names: a FlatBucket, or with `shared` a SharedWeights descriptor of its /dev/shm buffer; the ranks'
         summary refs for `finish_export`) without waiting, so a caller can hand the weights ref on to the
         engines before it is ready."""
         tag = self.shared_tag if shared else None
-        pairs = [r.export_weights.options(num_returns=2).remote(tag if i == 0 else None)
+        pairs = [r.export_weights.options(num_returns=2).remote(tag if i == 0 else None, full)
                  for i, r in enumerate(self.ranks)]
         return pairs[0][1], [s for s, _ in pairs]
 

@@ -84,6 +84,7 @@ class Driver:
         self.history: list[dict] = []
         self.last_checkpoint: Path | None = None
         self.last_sync_s = 0.0
+        self.last_sync: dict = {}  # size of the last push: what put the next step's weights in the engines
         self.balance = balance  # counterfactual keep rates, refitted on-policy after each step
         self.audit = AuditWriter(self.out)  # <run>/audit/step-NNNNNN.parquet: every pair and why
         self.guard = GuardProbe(cfg, fleet, probe_records) if cfg.guard.every and probe_records else None
@@ -289,6 +290,7 @@ class Driver:
                 **{k: v for k, v in metrics.items() if isinstance(v, int | float)},
                 **({"logprob_mismatch": gap["logprob_max_abs_diff"],
                     "logprob_check_tokens": gap["tokens"]} if gap else {}),
+                **self.last_sync,
                 "tokens_down": pushed.get("down", {}), "tokens_up": pushed.get("up", {}),
                 "pair_kinds": dict(sorted(mix.items())),
                 "counterfactuals_offered": dict(sorted(batch.offered.items())),
@@ -320,6 +322,7 @@ class Driver:
         stats = stats or self.fleet.finish_sync()
         if stats:
             self.last_sync_s = stats["sync_s"]
+            self.last_sync = {"sync_bytes": stats["bytes"], "sync_omitted": stats.get("omitted", 0)}
             driver_metrics.weight_sync(self.last_sync_s)
 
     def _record(self, metrics: dict) -> None:

@@ -132,6 +132,9 @@ class RolloutConfig(_Section):
     # (shared memory when every engine is on rank 0's node and /dev/shm has room, else the object store).
     weight_transport: Literal["auto", "shared_memory", "object_store"] = "auto"
     cpus_per_engine: float = Field(1.0, ge=0)
+    # After the first full push, push only the tensors training changes (LoRA: the layers its adapters
+    # touch; full fine-tune: all but a frozen vision tower); false: every push carries every tensor.
+    partial_sync: bool = True
     gpus_per_engine: float = Field(0.0, ge=0)
 
 

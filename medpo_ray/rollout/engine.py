@@ -193,7 +193,8 @@ class RolloutEngine:
         t0 = time.perf_counter()
         self._check_version(push.version)
         header = push_header(push)
-        layout = self.manifest.check(header)
+        omitted = frozenset().union(*(getattr(b, "omitted", ()) for b in push.buckets))
+        layout = self.manifest.check(header, omitted)
         # The multiprocess engine (every GPU run) msgpack-encodes an RPC's arguments: plain data for it; the
         # in-process one gets the buckets as they are (views of the object store's memory, no copy).
         buckets = [b.wire() if self.multiprocess and isinstance(b, FlatBucket) else b for b in push.buckets]
@@ -204,7 +205,8 @@ class RolloutEngine:
                                   + "; ".join(errors))
         self._serve_new_weights(push.version)
         first = replies[0]
-        return {"policy_version": self.policy_version, "tensors": len(header), "layout": layout,
+        return {"policy_version": self.policy_version, "tensors": len(header), "omitted": len(omitted),
+                "layout": layout,
                 "reload_s": max(r["reload_s"] for r in replies), "reload_path": first["reload_path"],
                 "skipped_frozen": first["skipped_frozen"], "layers_repacked": first["layers_repacked"],
                 "apply_s": time.perf_counter() - t0}

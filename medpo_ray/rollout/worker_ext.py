@@ -58,6 +58,13 @@ class WeightSyncExtension:
         except Exception as e:  # corrupt bucket: the message goes back to the caller, nothing applied
             return {"error": f"cannot decode weight buckets ({transport}): {e}"}
         pushed = len(tensors)
+        omitted = {rename(n, self._medpo_rename) for b in buckets
+                   for n in (b.get("omitted", ()) if isinstance(b, dict) else getattr(b, "omitted", ()))}
+        if omitted and not (self._medpo_inplace and omitted <= self._medpo_loaded):
+            # vLLM's layer-wise reload would leave the omitted layers empty: a partial push needs the copy
+            # path and every omitted tensor loaded by an earlier full push.
+            return {"error": f"partial push omits {len(omitted)} tensor(s) this engine has not loaded from a full "
+                             "push; it needs a full push first"}
         if self._medpo_inplace:
             frozen = frozenset(rename(n, self._medpo_rename) for b in buckets
                                for n in (b.get("frozen", ()) if isinstance(b, dict) else getattr(b, "frozen", ())))

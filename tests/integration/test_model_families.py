@@ -50,6 +50,10 @@ def test_a_family_aligns_on_policy_with_the_engines_serving_the_learners_weights
     assert [s["pairs"] for s in steps] == [4] * STEPS
     gaps = [s["logprob_mismatch"] for s in steps]
     assert len(gaps) == STEPS and max(gaps) < 1e-4, gaps
+    # Step 2 starts from the first push (every tensor), step 3 from a partial one (what training changes;
+    # the check above read the engines' log-probs after it).
+    assert "sync_bytes" not in steps[0] and steps[1]["sync_omitted"] == 0 and steps[2]["sync_omitted"] > 0
+    assert steps[2]["sync_bytes"] < steps[1]["sync_bytes"]
     ckpt = Path(summary["checkpoint"])
     if finetune == "lora":
         assert (ckpt / "adapter").is_dir()

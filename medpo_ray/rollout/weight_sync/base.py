@@ -38,13 +38,17 @@ class WeightManifest:
 
     layouts: dict[str, dict[str, tuple[int, ...]]]
 
-    def check(self, got: dict[str, TensorMeta]) -> str:
-        """Raise WeightSyncError unless `got` covers one layout exactly with matching shapes; its name."""
+    def check(self, got: dict[str, TensorMeta], omitted: frozenset[str] = frozenset()) -> str:
+        """Raise WeightSyncError unless `got` covers one layout exactly with matching shapes, but for the
+        `omitted` names a partial push leaves out (which must be names of that layout); the layout's name."""
         if not got:
             raise WeightSyncError("weight push holds no tensors")
         name, want = max(self.layouts.items(), key=lambda kv: len(kv[1].keys() & got.keys()))
         problems = []
-        missing = sorted(want.keys() - got.keys())
+        missing = sorted(want.keys() - got.keys() - omitted)
+        stray = sorted(omitted - want.keys())
+        if stray:
+            problems.append(f"{len(stray)} omitted name(s) the model does not have: {_few(stray)}")
         if missing:
             problems.append(f"{len(missing)} missing tensor(s): {_few(missing)}")
         unknown = sorted(got.keys() - want.keys())

@@ -33,6 +33,9 @@ class FlatBucket:
     header: tuple[tuple[str, str, tuple[int, ...], int], ...]
     data: np.ndarray
     frozen: frozenset[str] = frozenset()
+    # Names a partial push leaves out: tensors training never changes that the engine loaded from an
+    # earlier full push (LoRA: everything but the layers the adapters touch). Empty: a full push.
+    omitted: frozenset[str] = frozenset()
 
     def wire(self) -> dict:
         """The bucket as plain msgpack data for vLLM's multiprocess engine (every GPU run), whose
@@ -42,7 +45,7 @@ class FlatBucket:
         view = memoryview(np.ascontiguousarray(self.data)).cast("B")
         return {"flat_header": [[n, d, list(s), o] for n, d, s, o in self.header],
                 "segments": [view[i:i + WIRE_SEGMENT] for i in range(0, len(view), WIRE_SEGMENT)] or [b""],
-                "frozen": sorted(self.frozen)}
+                "frozen": sorted(self.frozen), "omitted": sorted(self.omitted)}
 
     @classmethod
     def from_wire(cls, obj: FlatBucket | dict) -> FlatBucket:
@@ -53,7 +56,7 @@ class FlatBucket:
             header = tuple((str(n), str(d), tuple(int(x) for x in s), int(o)) for n, d, s, o in obj["flat_header"])
             parts = [np.frombuffer(seg, dtype=np.uint8) for seg in obj["segments"]]
             data = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            return cls(header, data, frozenset(obj.get("frozen", ())))
+            return cls(header, data, frozenset(obj.get("frozen", ())), frozenset(obj.get("omitted", ())))
         except (KeyError, TypeError, ValueError) as e:
             raise WeightSyncError(f"weight push: not a flat bucket in wire form: {type(e).__name__}: {e}") from None
 
@@ -87,7 +90,7 @@ def flat_layout(tensors: list[tuple[str, object]]) -> tuple[tuple, int]:
 
 
 def pack_flat(named_tensors: Iterable[tuple[str, object]], frozen: Iterable[str] = (),
-              alloc: Callable[[int], np.ndarray] | None = None) -> FlatBucket:
+              alloc: Callable[[int], np.ndarray] | None = None, omitted: Iterable[str] = ()) -> FlatBucket:
     """Copy every tensor once into one aligned uint8 buffer (tied tensors are shipped under each name);
     `frozen` names the ones that never change (see FlatBucket). `alloc(nbytes)`: the uint8 buffer to
     pack into (a shared-memory mapping) instead of a new array."""
@@ -104,7 +107,7 @@ def pack_flat(named_tensors: Iterable[tuple[str, object]], frozen: Iterable[str]
         if n:
             flat[start:start + n].view(t.dtype).view(t.shape).copy_(t)  # strided sources too, one copy
     names = {name for name, _ in tensors}
-    return FlatBucket(header, out, frozenset(n for n in frozen if n in names))
+    return FlatBucket(header, out, frozenset(n for n in frozen if n in names), frozenset(omitted) - names)
 
 
 def unpack_flat(bucket: FlatBucket) -> list[tuple[str, object]]:

@@ -39,6 +39,7 @@ class SharedWeights:
     header: tuple
     frozen: frozenset[str]
     seq: int  # the writer's count of writes: the stamp the file must hold while it is read
+    omitted: frozenset[str] = frozenset()  # a partial push's left-out names (FlatBucket.omitted)
 
 
 def shm_room(nbytes: int, directory: str = SHM_DIR) -> bool:
@@ -74,12 +75,13 @@ class SharedWeightsWriter:
         stamp[0] = value
         del stamp  # no exported buffer may outlive the map (close() would fail)
 
-    def write(self, named_tensors: Iterable[tuple[str, object]], frozen: Iterable[str] = ()) -> SharedWeights:
+    def write(self, named_tensors: Iterable[tuple[str, object]], frozen: Iterable[str] = (),
+              omitted: Iterable[str] = ()) -> SharedWeights:
         """Pack the tensors into the file; the descriptor engines load them from."""
-        bucket = pack_flat(named_tensors, frozen=frozen, alloc=self._buffer)
+        bucket = pack_flat(named_tensors, frozen=frozen, alloc=self._buffer, omitted=omitted)
         self.seq += 1
         self._stamp(self.seq)
-        return SharedWeights(self.path, bucket.data.nbytes, bucket.header, bucket.frozen, self.seq)
+        return SharedWeights(self.path, bucket.data.nbytes, bucket.header, bucket.frozen, self.seq, bucket.omitted)
 
     def close(self) -> None:
         """Unmap and delete the file (engines that mapped it keep their mapping until they drop it)."""
@@ -118,7 +120,7 @@ class SharedWeightsReader:
         """The push as a FlatBucket of views into the mapping; refused unless it holds write `ref.seq`."""
         self.check(ref)
         data = np.frombuffer(self._mapped(ref), dtype=np.uint8, count=ref.nbytes, offset=_STAMP)
-        return FlatBucket(ref.header, data, ref.frozen)
+        return FlatBucket(ref.header, data, ref.frozen, ref.omitted)
 
     def check(self, ref: SharedWeights) -> None:
         """Raise unless the buffer still holds write `ref.seq` (call again after loading from it)."""

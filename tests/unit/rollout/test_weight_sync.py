@@ -189,3 +189,17 @@ def test_finite_check_refuses_nan_and_inf_but_not_a_sum_that_overflows(dtype):
         u = t.clone()
         u[500] = bad
         assert not _all_finite(u)
+
+
+def test_a_partial_push_may_leave_out_only_names_the_model_has():
+    src = net()
+    m = WeightManifest({"module": {n: tuple(p.shape) for n, p in src.named_parameters()}})
+    kept = [(n, p) for n, p in src.named_parameters() if n != "0.weight"]
+    bucket = pack_flat(kept, omitted=["0.weight", "2.bias"])  # a name it carries is not omitted
+    assert bucket.omitted == {"0.weight"}
+    with pytest.raises(WeightSyncError, match=r"1 missing tensor\(s\): 0.weight"):
+        m.check(bucket.metas())
+    assert m.check(bucket.metas(), bucket.omitted) == "module"
+    with pytest.raises(WeightSyncError, match=r"omitted name\(s\) the model does not have: visual.x"):
+        m.check(bucket.metas(), bucket.omitted | {"visual.x"})
+    assert FlatBucket.from_wire(bucket.wire()).omitted == {"0.weight"}
