@@ -103,10 +103,12 @@ def hf_generate_s(model, processor, imgs, prompt: str, tokens: int) -> float:
     from medpo_ray.models.inputs import open_image, render_prompt
 
     batch = processor(text=[render_prompt(processor, prompt)] * len(imgs),
-                      images=[open_image(b) for b in imgs], return_tensors="pt")
+                      images=[open_image(b) for b in imgs], return_tensors="pt").to(model.device)
     t = time.perf_counter()
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - t
     assert out.shape[1] - batch["input_ids"].shape[1] == tokens
     return elapsed
@@ -176,6 +178,8 @@ def main() -> None:
         spec = SamplingSpec(max_tokens=args.tokens, ignore_eos=True)
         engine.generate(reqs[:2], SamplingSpec(max_tokens=4))  # first call compiles the sampler
         hf = load_policy(model_dir, args.dtype)
+        if torch.cuda.is_available():  # the baseline runs where the engine runs
+            hf = hf.to("cuda")
         processor = load_processor(model_dir)
         hf_generate_s(hf, processor, imgs[:2], prompt, 4)  # warm-up
         # Alternated, best of each: a slow spell of the shared machine then hits both sides alike.

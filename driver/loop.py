@@ -322,7 +322,8 @@ class Driver:
         stats = stats or self.fleet.finish_sync()
         if stats:
             self.last_sync_s = stats["sync_s"]
-            self.last_sync = {"sync_bytes": stats["bytes"], "sync_omitted": stats.get("omitted", 0)}
+            self.last_sync = {"sync_bytes": stats["bytes"], "sync_omitted": stats.get("omitted", 0),
+                              "sync_s": round(stats["sync_s"], 4)}
             driver_metrics.weight_sync(self.last_sync_s)
 
     def _record(self, metrics: dict) -> None:

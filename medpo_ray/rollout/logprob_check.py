@@ -11,8 +11,12 @@ def completion_logprobs(model, batch: dict) -> list[list[float]]:
     """log p(completion token | prefix) per row of a `build_batch` batch, from one forward."""
     import torch
 
+    inputs = model_inputs(batch)
+    if isinstance(model, torch.nn.Module):  # a module on a GPU scores inputs built on the CPU (the learner's
+        device = next(model.parameters()).device  # callable moves them itself)
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     with torch.no_grad():
-        logits = model(**model_inputs(batch)).logits.float()
+        logits = model(**inputs).logits.float().cpu()
     # Logits at t predict token t+1.
     logp = torch.log_softmax(logits[:, :-1], dim=-1)
     picked = logp.gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
