@@ -44,8 +44,9 @@ LLAVA_CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}{% endif %}</s>{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
-# The words the chat templates themselves write, so they get merges like the data's words.
-_TEMPLATE_TEXT = ["system", "user", "assistant", SYSTEM_PROMPT, "USER:", "ASSISTANT:"]
+# The words each chat template itself writes, so they get merges like the data's words (the Qwen list is
+# what the embedded policy has always been trained with: changing it changes every built tokenizer).
+_TEMPLATE_TEXT = {"qwen": ["system", "user", "assistant", SYSTEM_PROMPT], "llava": ["USER:", "ASSISTANT:"]}
 
 
 def train_tokenizer(texts: Iterable[str], vocab: int, model_max_length: int = 4096, style: str = "qwen"):
@@ -67,7 +68,7 @@ def train_tokenizer(texts: Iterable[str], vocab: int, model_max_length: int = 40
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
-    tok.train_from_iterator(corpus + _TEMPLATE_TEXT * 2, trainer=trainer)
+    tok.train_from_iterator(corpus + _TEMPLATE_TEXT[style] * 2, trainer=trainer)
     if style == "llava":
         tok.add_special_tokens(LLAVA_SPECIAL_TOKENS)
         hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", bos_token="<s>",

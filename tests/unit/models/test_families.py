@@ -82,3 +82,16 @@ def test_the_config_offers_exactly_the_families_there_are():
     from medpo_ray.config import ModelConfig
 
     assert typing.get_args(ModelConfig.model_fields["family"].annotation) == tuple(FAMILIES)
+
+
+def test_the_embedded_policys_tokenizer_is_what_every_recorded_figure_was_measured_with():
+    # A golden value on purpose: the demo's and the study's figures (README, RESULTS.md) come from policies
+    # with this tokenizer; training it on other template words (as adding LLaVA's once did) changes every
+    # built model's vocabulary, and with it every measured number.
+    import hashlib
+
+    from medpo_ray.models.tokenizer import train_tokenizer
+
+    vocab = train_tokenizer(grammar_texts(studies=50), 1000).get_vocab()
+    digest = hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest()
+    assert digest == "6a62fa96c48750720998e7d9ae2baf4abfaddde9f75ee4f4a4ab5f82a17bab78"
