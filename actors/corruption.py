@@ -86,6 +86,9 @@ class CorruptionWorker:
                 metrics.inc("medpo_bad_records_total", reason=f"learner:{reason.split(':')[0]}")
             dropped |= refused
             out = [p for p in out if p.record_id not in refused]
+        notes = meta["notes"]  # what x~ is, for the audit: a record without mask or boxes gets "whole" noise
+        audit = tuple({"record_id": p.record_id, "corruption_mode": notes[p.record_id]["mode"],
+                       "corruption_region": notes[p.record_id]["region"]} for p in out)
         return StageOutcome("corruption", tuple(p.record_id for p in out), dropped,
                             versions={p.record_id: p.policy_version for p in out},
-                            seconds=time.perf_counter() - t0, finished=time.time()), out
+                            seconds=time.perf_counter() - t0, finished=time.time(), audit=audit), out

@@ -17,7 +17,10 @@ from pathlib import Path
 
 COLUMNS = ("step", "record_id", "policy_version", "y0", "verdict", "critic", "critic_raw", "critic_seconds",
            "critic_reason", "branch", "y_plus", "y_minus", "spans_plus", "spans_minus", "edit_kinds",
-           "rejection", "trained")
+           "rejection", "trained", "corruption_mode", "corruption_region")
+# Columns a later stage adds to an answer's row (the corruption stage: what x~ is and where its region came
+# from: a lesion mask, boxes, or "whole", the whole-image noise real data without masks falls back to).
+LATER_COLUMNS = ("corruption_mode", "corruption_region")
 AUDIT_DIR = "audit"
 
 
@@ -36,13 +39,19 @@ def editor_row(record_id: str, version: int, y0: str, verdict, result) -> dict:
 
 
 def step_rows(step: int, rows: list[dict], dropped: dict[str, str], trained: set[str]) -> list[dict]:
-    """A step's table: the editor's rows, plus a row for each prompt dropped before the editor saw it;
-    a drop at a later stage (corruption, the learner's check, staleness) overrides the editor's none."""
+    """A step's table: the editor's rows (with what later stages added to them), plus a row for each prompt
+    dropped before the editor saw it; a drop at a later stage (corruption, the learner's check, staleness)
+    overrides the editor's none."""
+    added: dict[str, dict] = {}
+    for r in rows:  # a later stage's row only adds its columns to the answer's row
+        if "verdict" not in r:
+            added.setdefault(r["record_id"], {}).update({k: r[k] for k in LATER_COLUMNS if k in r})
+    rows = [r for r in rows if "verdict" in r]
     seen = {r["record_id"] for r in rows}
     out = [dict.fromkeys(COLUMNS) | {"record_id": k, "rejection": code} for k, code in dropped.items() if k not in seen]
     for r in rows:
         later = dropped.get(r["record_id"])
-        out.append(dict.fromkeys(COLUMNS) | r | ({"rejection": later} if later else {}))
+        out.append(dict.fromkeys(COLUMNS) | r | added.get(r["record_id"], {}) | ({"rejection": later} if later else {}))
     for r in out:
         r["step"], r["trained"] = step, r["record_id"] in trained
     return out
@@ -100,4 +109,4 @@ def table_schema():
     return pa.schema([("step", i), ("record_id", s), ("policy_version", i), ("y0", s), ("verdict", s),
                       ("critic", s), ("critic_raw", s), ("critic_seconds", f), ("critic_reason", s), ("branch", s),
                       ("y_plus", s), ("y_minus", s), ("spans_plus", s), ("spans_minus", s), ("edit_kinds", s),
-                      ("rejection", s), ("trained", pa.bool_())])
+                      ("rejection", s), ("trained", pa.bool_()), ("corruption_mode", s), ("corruption_region", s)])

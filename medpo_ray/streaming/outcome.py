@@ -23,7 +23,7 @@ class StageOutcome:
     offered: dict[str, int] = field(default_factory=dict)  # editor: counterfactual keys the critic chose
     seconds: float = 0.0  # time the call computed (inside the actor)
     finished: float = 0.0  # wall-clock time (epoch seconds) the computation ended, for the stage timeline
-    audit: tuple[dict, ...] = ()  # editor: one audit row per answer judged (streaming/audit.py)
+    audit: tuple[dict, ...] = ()  # editor: a row per answer judged; corruption: x~'s columns (streaming/audit.py)
 
     def __post_init__(self) -> None:
         both = set(self.kept) & set(self.dropped)

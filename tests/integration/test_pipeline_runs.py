@@ -95,6 +95,8 @@ def test_every_issued_sample_is_trained_once_or_accounted_for(pipeline_setup, un
     pairs = audit[audit.trained]
     assert pairs.y_plus.notna().all() and pairs.branch.isin(["A", "B"]).all() and (pairs.critic == "reference").all()
     assert ((pairs.branch == "A") == (pairs.y0 == pairs.y_minus)).all()  # branch A corrects y0
+    # What each trained pair's x~ is: the lesion mask's region, boxes, or whole-image noise without either.
+    assert pairs.corruption_region.isin(["mask", "boxes", "whole"]).all() and pairs.corruption_mode.notna().all()
 
 
 def test_the_engines_serve_exactly_the_weights_the_learner_trains_from(pipeline_setup, uninterrupted):

@@ -23,7 +23,8 @@ def test_rows_say_which_pairs_were_trained_and_why_the_rest_were_not(tmp_path):
                 CriticVerdict("abstain", critic="openai", reason="timeout: after 3 tries", seconds=30.0),
                 CriticVerdict("right", (Edit("small", "large", kind="size"),), "openai", raw="{}", seconds=0.5)]
     batch = PairBuilder().build_batch(recs, [Y0] * 3, verdicts, [4, 4, 4])
-    rows = step_rows(7, batch.rows, {"s2": "corruption:y_plus", "s9": "rollout:image"}, trained={"s0"})
+    x_tilde = [{"record_id": "s0", "corruption_mode": "noise", "corruption_region": "whole"}]  # no mask or boxes
+    rows = step_rows(7, batch.rows + x_tilde, {"s2": "corruption:y_plus", "s9": "rollout:image"}, trained={"s0"})
     writer = AuditWriter(tmp_path)
     writer.write(7, rows)
     writer.close()
@@ -35,7 +36,9 @@ def test_rows_say_which_pairs_were_trained_and_why_the_rest_were_not(tmp_path):
     assert table.loc["s1"].rejection == "editor:timeout" and table.loc["s1"].critic_seconds == 30.0
     assert table.loc["s2"].rejection == "corruption:y_plus" and table.loc["s2"].branch == "B"  # dropped later
     assert table.loc["s9"].rejection == "rollout:image" and pd.isna(table.loc["s9"].y0)  # never reached the editor
-    assert (table.step == 7).all() and table.trained.sum() == 1
+    assert (table.step == 7).all() and table.trained.sum() == 1 and len(table) == 4  # x~'s row joined s0's
+    assert (table.loc["s0"].corruption_mode, table.loc["s0"].corruption_region) == ("noise", "whole")
+    assert pd.isna(table.loc["s1"].corruption_region)
 
 
 def test_a_resumed_run_rewrites_the_steps_after_its_checkpoint(tmp_path):
