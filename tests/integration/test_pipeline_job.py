@@ -63,9 +63,9 @@ class EditorKiller(threading.Thread):
     """Once the job logged its first step, stops the span editor's process, lets the next step's rollouts hand
     it a call, then kills it: the driver must see the call fail, restart the editor and re-issue the call."""
 
-    def __init__(self, head, out: Path):
+    def __init__(self, head, prom, out: Path):
         super().__init__(daemon=True)
-        self.head, self.out = head, out
+        self.head, self.prom, self.out = head, prom, out
         self.pid: int | None = None
         self.error: BaseException | None = None
 
@@ -75,9 +75,17 @@ class EditorKiller(threading.Thread):
             self.pid = self._until("the span editor to start", self._editor_pid)
             self._until("the first step to be logged", self._steps_logged)
             os.kill(self.pid, signal.SIGSTOP)
-            # Strict on-policy mode: the next step's rollouts start right after the step is logged and take
-            # about a second on the tiny model, so within 5 s the stopped editor owes an answer.
-            time.sleep(5)
+            # Strict on-policy mode: the next step's rollouts start right after the step is logged. Whatever the
+            # machine's speed, kill only once a rollout finished after the stop (the count Prometheus holds
+            # 3 s after it, when earlier ones have been exported) or the pipeline stalled on the stopped
+            # editor: either way an editor call is in flight when the kill lands.
+            time.sleep(3)
+            query = 'sum(ray_medpo_records_total{stage="rollout"})'
+            before = self.prom.scalar(query) or 0
+            deadline = time.monotonic() + 30
+            while (self.prom.scalar(query) or 0) <= before and time.monotonic() < deadline:
+                time.sleep(0.5)
+            time.sleep(2)
             os.kill(self.pid, signal.SIGKILL)
         except BaseException as e:  # reported by the test
             self.error = e
@@ -118,7 +126,7 @@ def job(pipeline_setup, tmp_path_factory):
                                  "--no-wait", "--", sys.executable, "-m", "driver.cli", "train",
                                  "--config", str(config))
             assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-            killer = EditorKiller(head, out)
+            killer = EditorKiller(head, prom, out)
             killer.start()
             status = wait_until("the training job to finish", lambda: _job_status(head), 600, interval_s=1)
             ended = time.time()
