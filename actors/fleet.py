@@ -79,7 +79,6 @@ class Fleet:
         # After the first (full) push, pushes carry only what training changes (rollout.partial_sync); an
         # engine Ray restarts gets a full export of its own before it serves.
         self.partial_sync = r.partial_sync
-        self._pushed_full = False
         self._last_partial = False
         self.version = 0
 
@@ -188,11 +187,11 @@ class Fleet:
     def _start_sync(self, version: int) -> None:
         # The engines get the weights' ref before the export finishes: Ray starts each load as soon as
         # the buffer (or its shared-memory descriptor) exists.
-        full = not (self.partial_sync and self._pushed_full)
+        full = not (self.partial_sync and self.weights_ref is not None)  # an engine's first push is full
         self.weights_ref, self._export = self.learners.start_export(shared=self.shared_weights, full=full)
         self._loads = [a.sync_from.remote(self.weights_ref, version) for a in self.rollout_actors]
         self.version = version
-        self._pushed_full, self._last_partial = True, not full
+        self._last_partial = not full
 
     def finish_sync(self) -> dict | None:
         """Wait until every engine serves the last exported weights (before rank 0 rewrites its buffer);

@@ -107,13 +107,13 @@ class LearnerRank:
         is when the weights became current (the last optimizer step's end, else this export's start)."""
         t0 = time.time()
         t_from, self._trained_at = self._trained_at or t0, None
-        tensors = self.learner.export_weights()
         if self._frozen is None:
             self._frozen = self.learner.frozen_export_names()
         # A partial push (`full=False`) leaves out what training never changes (LoRA: all but the layers the
-        # adapters touch): engines that loaded a full push already hold those values.
-        omitted = frozenset() if full else self._frozen & tensors.keys()
-        tensors = {n: t for n, t in tensors.items() if n not in omitted}
+        # adapters touch): engines that loaded a full push already hold those values, so they are not even
+        # gathered.
+        omitted = frozenset() if full else self._frozen
+        tensors = self.learner.export_weights(skip=omitted)
         summary = {"tensors": len(tensors), "bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
                    "step": self.learner.step, "transport": "object_store", "t_from": t_from,
                    "t_export": t0, "omitted": len(omitted)}

@@ -86,9 +86,8 @@ def main() -> int:
         nonlocal version
         perturb()
         t0 = time.perf_counter()
-        tensors = learner.export_weights()
-        omitted = frozenset() if full else frozen & tensors.keys()
-        bucket = pack_flat(((n, t) for n, t in tensors.items() if n not in omitted), frozen=frozen, omitted=omitted)
+        omitted = frozenset() if full else frozen
+        bucket = pack_flat(learner.export_weights(skip=omitted).items(), frozen=frozen, omitted=omitted)
         version += 1
         engine.apply_push(WeightPush(version, "flat", (bucket,)))
         return int(bucket.data.nbytes), len(bucket.header), time.perf_counter() - t0

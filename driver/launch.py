@@ -101,7 +101,8 @@ def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> 
         driver.run()
     finally:
         fleet.shutdown()
-    summary = {"quarantined": len(quarantined), "refused_by_processor": len(refused), "steps": driver.step, "seconds": round(time.monotonic() - t0, 1), **driver.ledger.summary(),
+    summary = {"quarantined": len(quarantined), "refused_by_processor": len(refused), "steps": driver.step,
+               "seconds": round(time.monotonic() - t0, 1), **driver.ledger.summary(),
                "checkpoint": str(driver.last_checkpoint),
                "weight_transport": fleet.weight_transport,
                # Per-step audit tables, written off the step's path: where they are and what a write took.

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 from medpo_ray.errors import MedpoError
-from medpo_ray.models.families import SUPPORTED_MODEL_TYPES as _SUPPORTED
 from medpo_ray.models.families import UnsupportedModelError, family_of
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
@@ -18,9 +17,6 @@ _VISION_ID_KEYS = ("image_token_id", "video_token_id", "vision_start_token_id", 
 class ModelDirError(MedpoError):
     """A model directory that is missing, incomplete or unreadable; the message names what is wrong."""
 
-
-# The families the training, rollout and collation code paths have been built and tested for (families.py).
-SUPPORTED_MODEL_TYPES = _SUPPORTED
 
 
 def check_model_dir(path: str | Path) -> Path:

@@ -50,24 +50,25 @@ class WeightSyncExtension:
         skipped: nothing to copy, and their layers keep their packed kernels.
         """
 
+        from medpo_ray.rollout.weight_sync.flat import FlatBucket
         from medpo_ray.rollout.weight_sync.object_store import load_bucket
 
         t0 = time.perf_counter()
         try:
+            # A dict is a flat bucket in wire form (what a multiprocess engine's RPC delivers).
+            buckets = [FlatBucket.from_wire(b) if isinstance(b, dict) else b for b in buckets]
             tensors = [(rename(n, self._medpo_rename), t) for b in buckets for n, t in load_bucket(b)]
         except Exception as e:  # corrupt bucket: the message goes back to the caller, nothing applied
             return {"error": f"cannot decode weight buckets ({transport}): {e}"}
         pushed = len(tensors)
-        omitted = {rename(n, self._medpo_rename) for b in buckets
-                   for n in (b.get("omitted", ()) if isinstance(b, dict) else getattr(b, "omitted", ()))}
+        omitted = {rename(n, self._medpo_rename) for b in buckets for n in getattr(b, "omitted", ())}
         if omitted and not (self._medpo_inplace and omitted <= self._medpo_loaded):
             # vLLM's layer-wise reload would leave the omitted layers empty: a partial push needs the copy
             # path and every omitted tensor loaded by an earlier full push.
             return {"error": f"partial push omits {len(omitted)} tensor(s) this engine has not loaded from a full "
                              "push; it needs a full push first"}
         if self._medpo_inplace:
-            frozen = frozenset(rename(n, self._medpo_rename) for b in buckets
-                               for n in (b.get("frozen", ()) if isinstance(b, dict) else getattr(b, "frozen", ())))
+            frozen = {rename(n, self._medpo_rename) for b in buckets for n in getattr(b, "frozen", ())}
             frozen &= self._medpo_loaded
             tensors = [(n, t) for n, t in tensors if n not in frozen]
         bad = [n for n, t in tensors if t.is_floating_point() and not _all_finite(t)]

@@ -12,11 +12,9 @@ from medpo_ray.config import TrainConfig
 from medpo_ray.errors import MedpoError
 
 ADAPTER = "default"  # peft's name for the one adapter the learner trains
-# Attribute paths of the language model and of the vision side in HF vision-language models:
-# Qwen2-VL / Qwen2.5-VL (transformers 5: model.language_model, model.visual), LLaVA-style towers.
+# Attribute paths of the language model in HF vision-language models (transformers 5: model.language_model
+# in every supported family); the vision side's paths come from the family adapter (models/families.py).
 _LANGUAGE_PATHS = ("model.language_model", "language_model")
-_VISION_PATHS = ("model.visual", "visual", "model.vision_tower", "vision_tower", "model.multi_modal_projector",
-                 "multi_modal_projector")
 
 
 def _resolve(model, path: str):
@@ -37,11 +35,15 @@ def language_model_path(model) -> str:
 
 
 def vision_modules(model) -> list:
-    """The vision tower and projector modules (one for Qwen2-VL, whose merger sits inside `visual`)."""
-    found = [m for m in (_resolve(model, p) for p in _VISION_PATHS) if m is not None]
-    if not found:
-        raise MedpoError(f"{type(model).__name__}: no vision tower found at {', '.join(_VISION_PATHS)}")
-    return list({id(m): m for m in found}.values())
+    """The vision tower and projector modules, at the paths the model's family names (one for the Qwen-VL
+    families, whose merger sits inside `visual`)."""
+    from medpo_ray.models.families import family_of
+
+    paths = family_of(getattr(model.config, "model_type", None), where=type(model).__name__).vision_paths
+    found = [m for m in (_resolve(model, p) for p in paths) if m is not None]
+    if len(found) != len(paths):
+        raise MedpoError(f"{type(model).__name__}: no vision module at {', '.join(paths)}")
+    return found
 
 
 def freeze_vision(model) -> None:

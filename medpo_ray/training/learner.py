@@ -205,16 +205,17 @@ class Learner:
             out[name] = torch.stack([lp[batch.pair_rows[X_POS]], lp[batch.pair_rows[X_NEG]]], -1).cpu().tolist()
         return out
 
-    def export_weights(self) -> dict[str, torch.Tensor]:
-        """The full policy weights under HF module names, LoRA merged in: for the rollout engines.
+    def export_weights(self, skip: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+        """The policy weights under HF module names, LoRA merged in: for the rollout engines; `skip` names
+        tensors a partial push leaves out (they are not gathered or copied).
 
         A collective under ZeRO-3; only rank 0 returns the tensors, the others an empty dict. Full
         fine-tuning under ZeRO 0-2 returns the live parameters (no copy): pack them before the next step.
         """
         keep = self.rank == 0
         if is_lora(self.engine.module):
-            return merged_state_dict(self.engine.module, self.zero3, keep=keep)
-        return full_state_dict(self.engine.module, self.zero3, keep=keep, views=True)
+            return merged_state_dict(self.engine.module, self.zero3, keep=keep, skip=skip)
+        return full_state_dict(self.engine.module, self.zero3, keep=keep, views=True, skip=skip)
 
     def frozen_export_names(self) -> frozenset[str]:
         """Names in `export_weights` whose values training never changes (see weights.frozen_names)."""

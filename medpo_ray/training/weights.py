@@ -31,19 +31,21 @@ def _persistent_buffers(module) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def full_state_dict(module, zero3: bool, keep: bool = True, trainable_only: bool = False,
-                    views: bool = False) -> dict[str, torch.Tensor]:
+                    views: bool = False, skip: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
     """Every parameter and persistent buffer (or only the trainable parameters) under its module name,
     as full CPU copies. `keep=False` joins the gathers without copying (ranks that discard the result).
     `views=True` (not under ZeRO-3, whose gathered tensors are freed after each module) returns the
-    live CPU tensors themselves, for a caller that copies them at once (a weight-sync pack).
+    live CPU tensors themselves, for a caller that copies them at once (a weight-sync pack). Names in
+    `skip` are neither gathered nor copied (every rank must give the same set under ZeRO-3).
     """
     if views and not zero3:
-        return {n: t.detach() for n, t in _named_state(module, trainable_only)} if keep else {}
+        return {n: t.detach() for n, t in _named_state(module, trainable_only) if n not in skip} if keep else {}
     out: dict[str, torch.Tensor] = {}
     for mod_name, mod in module.named_modules():
-        params = [(n, p) for n, p in mod.named_parameters(recurse=False) if p.requires_grad or not trainable_only]
-        buffers = [] if trainable_only else list(_persistent_buffers(mod))
         prefix = f"{mod_name}." if mod_name else ""
+        params = [(n, p) for n, p in mod.named_parameters(recurse=False)
+                  if (p.requires_grad or not trainable_only) and prefix + n not in skip]
+        buffers = [] if trainable_only else [(n, b) for n, b in _persistent_buffers(mod) if prefix + n not in skip]
         with _gathered([p for _, p in params], zero3):
             if keep:
                 for name, t in [*params, *buffers]:
@@ -62,10 +64,12 @@ def _named_state(module, trainable_only: bool) -> Iterator[tuple[str, torch.Tens
                 yield prefix + name, b
 
 
-def merged_state_dict(module, zero3: bool, keep: bool = True) -> dict[str, torch.Tensor]:
+def merged_state_dict(module, zero3: bool, keep: bool = True, skip: frozenset[str] = frozenset()
+                      ) -> dict[str, torch.Tensor]:
     """The weights the rollout engine serves: base names, LoRA deltas merged in (W + B·A·scale).
 
-    The live model is not modified (merging in place and unmerging would not give W back exactly).
+    The live model is not modified (merging in place and unmerging would not give W back exactly). Names
+    in `skip` (tensors training never changes) are neither gathered nor copied.
     """
     from peft.tuners.lora import LoraLayer
 
@@ -82,14 +86,15 @@ def merged_state_dict(module, zero3: bool, keep: bool = True) -> dict[str, torch
                     layer = mod.get_base_layer()
                     weight = layer.weight.detach() + mod.get_delta_weight(ADAPTER).detach()
                     out[prefix + "weight"] = weight.to("cpu", copy=True)
-                    if layer.bias is not None:
+                    if layer.bias is not None and prefix + "bias" not in skip:
                         out[prefix + "bias"] = layer.bias.detach().to("cpu", copy=True)
             continue
-        params = list(mod.named_parameters(recurse=False))
+        params = [(n, p) for n, p in mod.named_parameters(recurse=False) if prefix + n not in skip]
         with _gathered([p for _, p in params], zero3):
             if keep:
                 for name, t in [*params, *_persistent_buffers(mod)]:
-                    out[prefix + name] = t.detach().to("cpu", copy=True)
+                    if prefix + name not in skip:
+                        out[prefix + name] = t.detach().to("cpu", copy=True)
     return out
 
 

@@ -80,12 +80,12 @@ def push_header(push: WeightPush) -> dict[str, TensorMeta]:
     return out
 
 
-def load_bucket(bucket: FlatBucket | dict | bytes | str) -> list[tuple[str, object]]:
+def load_bucket(bucket: FlatBucket | bytes | str) -> list[tuple[str, object]]:
     """The (name, tensor) pairs of one bucket (flat: views of its buffer; bytes blob; shared-memory file)."""
     from safetensors.torch import load, load_file
 
-    if isinstance(bucket, FlatBucket | dict):  # a dict: a flat bucket's wire form (multiprocess engine)
-        return unpack_flat(FlatBucket.from_wire(bucket))
+    if isinstance(bucket, FlatBucket):
+        return unpack_flat(bucket)
     return list((load_file(bucket) if isinstance(bucket, str) else load(bytes(bucket))).items())
 
 

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from driver.cli import main
-from medpo_ray.models.loading import SUPPORTED_MODEL_TYPES, ModelDirError, check_model_dir
+from medpo_ray.models.families import SUPPORTED_MODEL_TYPES
+from medpo_ray.models.loading import ModelDirError, check_model_dir
 
 pytestmark = pytest.mark.unit
 
