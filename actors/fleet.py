@@ -18,6 +18,7 @@ from actors.pool import StageError, StagePool
 from actors.rollout import RolloutActor
 from actors.span_editor import SpanEditor
 from medpo_ray.config import Config
+from medpo_ray.critics.vqa_answers import AnswerVocabulary
 from medpo_ray.errors import MedpoError
 from medpo_ray.ledger import Ledger
 from medpo_ray.rollout.engine import RolloutRequest, SamplingSpec
@@ -33,7 +34,7 @@ class Fleet:
     """Rollout engines, span editors, corruption workers and the learner group of one run."""
 
     def __init__(self, cfg: Config, model_dir: str, ledger: Ledger | None = None,
-                 keep_rates: dict[str, float] | None = None):
+                 keep_rates: dict[str, float] | None = None, vocab: AnswerVocabulary | None = None):
         r, t = cfg.rollout, cfg.train
         ledger = ledger or Ledger()
         restartable = {"max_restarts": STAGE_RESTARTS, "max_task_retries": 0}
@@ -42,7 +43,9 @@ class Fleet:
             .remote(model_dir, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
                     kv_cache_gib=r.kv_cache_gib, seed=r.seed, enable_prefix_caching=r.prefix_caching)
             for _ in range(r.num_engines)]
-        editors = [SpanEditor.options(num_cpus=0.25, **restartable).remote(cfg.critic, None, model_dir, keep_rates)
+        # A restarted editor is built again from these arguments: the vocabulary survives restarts.
+        editors = [SpanEditor.options(num_cpus=0.25, **restartable).remote(cfg.critic, None, model_dir, keep_rates,
+                                                                           vocab)
                    for _ in range(cfg.critic.num_editors)]
         workers = [CorruptionWorker.options(num_cpus=0.25, **restartable).remote(
             cfg.corruption, model_dir, cfg.loss, cfg.model.max_model_len)

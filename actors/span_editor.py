@@ -9,7 +9,7 @@ import ray
 
 from actors import metrics
 from medpo_ray.config import CriticConfig
-from medpo_ray.critics import make_critic
+from medpo_ray.critics import AnswerVocabulary, make_critic
 from medpo_ray.data.record import Record
 from medpo_ray.editing.pairs import PairBuilder, PairLimits, PreferencePair
 from medpo_ray.streaming.outcome import StageOutcome
@@ -24,14 +24,15 @@ class SpanEditor:
     """
 
     def __init__(self, critic_cfg: CriticConfig, limits: PairLimits | None = None,
-                 tokenizer_dir: str | None = None, keep_rates: dict[str, float] | None = None):
+                 tokenizer_dir: str | None = None, keep_rates: dict[str, float] | None = None,
+                 vocab: AnswerVocabulary | None = None):
         tokenizer = None
         if tokenizer_dir:
             from transformers import AutoTokenizer
 
             # With the training tokenizer, a pair whose spans cover no token is rejected here, not in training.
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        self.critic = make_critic(critic_cfg, keep_rates)
+        self.critic = make_critic(critic_cfg, keep_rates, vocab)
         self.backend = critic_cfg.backend
         if critic_cfg.backend == "gold" and limits is None:
             # The static-reference baseline pairs the whole reference with the whole answer: the minimal-edit

@@ -14,7 +14,7 @@ from actors.fleet import Fleet
 from actors.loopback import loopback_only
 from driver.loop import Driver
 from medpo_ray.config import Config
-from medpo_ray.critics import counterfactual_balance
+from medpo_ray.critics import answer_vocabulary, counterfactual_balance
 from medpo_ray.critics import preflight as critic_preflight
 from medpo_ray.data.preflight import processor_refusals
 from medpo_ray.data.splits import load_probe_records, load_train_split
@@ -85,7 +85,8 @@ def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> 
     check_lora_targets(model_dir, cfg)
     if not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():  # a local cluster: this machine's GPUs
         check_gpus(cfg, _local_gpus())
-    balance = counterfactual_balance(cfg, records)
+    vocab = answer_vocabulary(cfg.critic, records.values())
+    balance = counterfactual_balance(cfg, records, vocab)
     model = critic_preflight(cfg.critic)  # an unreachable critic is named before Ray or any actor starts
     if model:
         print(f"[critic] {cfg.critic.base_url} answers; critic model {model!r}")
@@ -95,7 +96,7 @@ def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> 
     driver_metrics.quarantined([f"data:{b.field}" for b in quarantined]
                                + ["preflight:image"] * len(refused))
     t0 = time.monotonic()
-    fleet = Fleet(cfg, model_dir, keep_rates=balance.rates() if balance is not None else None)
+    fleet = Fleet(cfg, model_dir, keep_rates=balance.rates() if balance is not None else None, vocab=vocab)
     try:
         driver = Driver(cfg, records, fleet, resume=resume, probe_records=probe_records, balance=balance)
         driver.run()

@@ -163,6 +163,9 @@ class CriticConfig(_Section):
     max_changed_words_per_sentence: int = Field(3, ge=1, le=20)
     # Reference critic: a measurement this close to the truth agrees (the structured-accuracy metric's band).
     measurement_tolerance_mm: float = Field(2.0, ge=0, le=50)
+    # Reference critic on real VQA: counterfactual answers come from the N most frequent training answers
+    # of the question's type (critics/vqa_answers.py).
+    vqa_answer_choices: int = Field(16, ge=2, le=1000)
 
 
 class CorruptionConfig(_Section):

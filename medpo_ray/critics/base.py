@@ -44,6 +44,11 @@ class CriticVerdict:
     seconds: float = 0.0  # how long the review took (review_timed), for medpo_critic_seconds and the audit
 
 
+def embedded(record: Record) -> bool:
+    """Whether the record carries the embedded data's structured lesions (else its text is the truth)."""
+    return bool(record.findings) and "lesions" in record.findings
+
+
 class Critic(ABC):
     """Judges policy answers; never raises for bad answers or transport failures (it abstains)."""
 

@@ -1,11 +1,15 @@
 """The perturbation suite: inject one known error of each type into ground-truth answers and check
 that a critic finds it and puts back exactly the original words, and never flags a clean answer.
 
-Errors are injected with plain regular expressions over the embedded grammar's words (not with the
-labeler the reference critic reads with), so the suite is an independent check of that reading:
-laterality (right <-> left), size (small/moderate/large), count (a count word or the article of a
-single lesion), measurement (the number of "D mm", shifted by 5), presence (the "No"/"no" of a FINDINGS
-side sentence without lesions becomes "A"/"a"), and for VQA a different answer of the same kind.
+Errors are injected with plain regular expressions over the words (not with the labeler the reference
+critic reads with), so the suite is an independent check of that reading. Embedded reports: laterality
+(right <-> left), size (small/moderate/large), count (a count word or the article of a single lesion),
+measurement (the number of "D mm", shifted by 5), presence (the "No"/"no" of a FINDINGS side sentence
+without lesions becomes "A"/"a"); VQA: a different answer of the same kind. Real reports (IU-Xray,
+MIMIC-CXR), wherever the words occur: right <-> left, a severity to its neighbour (small/moderate/large,
+mild/moderate/severe), a count word, a measurement's number (mm +-5, cm +1), presence (a "no" in front of
+a word deleted: "There is no edema" -> "There is edema"); real VQA: another frequent answer of the
+question type (vqa_answers.AnswerVocabulary).
 """
 from __future__ import annotations
 
@@ -14,9 +18,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from medpo_ray.critics.base import Critic, CriticVerdict
+from medpo_ray.critics.base import Critic, CriticVerdict, embedded
 from medpo_ray.critics.reference import stable_hash
 from medpo_ray.critics.reference_vqa import VOCAB
+from medpo_ray.critics.vqa_answers import AnswerVocabulary, normalize
 from medpo_ray.data.record import Record
 from medpo_ray.editing.pairs import PairLimits, PreferencePair, apply_edits, build_pair
 
@@ -71,8 +76,46 @@ def _sites(record: Record, kind: str) -> list[tuple[int, int, Callable[[str, int
     return []
 
 
-def _vqa_sites(record: Record) -> list[tuple[int, int, Callable[[str, int], str]]]:
+_LADDERS = (("small", "moderate", "large"), ("mild", "moderate", "severe"))
+
+
+def _real_report_sites(text: str, kind: str) -> list[tuple[int, int, Callable[[str, int], str]]]:
+    """Sites of an error of `kind` in a free-text report."""
+    if kind == "laterality":
+        return [(m.start(), m.end(), lambda old, seed: _cased(old, "left" if old.lower() == "right" else "right"))
+                for m in re.finditer(r"\b(?:right|left)\b", text, re.I)]
+    if kind == "size":
+        def neighbour(old, seed):
+            ladder = next(ld for ld in _LADDERS if old.lower() in ld)
+            i = ladder.index(old.lower())
+            options = [ladder[j] for j in (i - 1, i + 1) if 0 <= j < len(ladder)]
+            return _cased(old, options[seed % len(options)])
+        return [(m.start(), m.end(), neighbour) for m in re.finditer(r"\b(?:small|moderate|large|mild|severe)\b",
+                                                                        text, re.I)]
+    if kind == "count":
+        return [(m.start(), m.end(), lambda old, seed: _cased(old, [o for o in _NUMBERS if o != old.lower()][seed % 2]))
+                for m in re.finditer(r"\b(?:one|two|three)\b", text, re.I)]
+    if kind == "measurement":
+        def shift(old, seed, unit):
+            if unit.lower().startswith("c"):
+                return f"{float(old) + 1:g}"
+            return str(int(float(old)) + (_SHIFT_MM if float(old) <= _SHIFT_MM or seed % 2 else -_SHIFT_MM))
+        return [(m.start(1), m.end(1), lambda old, seed, u=m.group(2): shift(old, seed, u))
+                for m in re.finditer(r"\b(\d+(?:\.\d+)?) ?(mm|cm)\b", text, re.I)]
+    if kind == "presence":  # "no " deleted; the word after it takes a sentence-opening capital
+        return [(m.start(), m.end(), lambda old, seed: _cased(old, old.split(" ", 1)[1]))
+                for m in re.finditer(r"\bno [\w-]+", text, re.I)]
+    return []
+
+
+def _vqa_sites(record: Record, vocab: AnswerVocabulary | None = None
+               ) -> list[tuple[int, int, Callable[[str, int], str]]]:
     answer = record.target
+    if not embedded(record):
+        options = [w for a, w in (vocab or AnswerVocabulary({})).of(record) if a != normalize(answer)]
+        if not options:
+            return []
+        return [(0, len(answer), lambda old, seed: options[seed % len(options)])]
     mm = re.fullmatch(r"(\d+) mm", answer)
     if mm:
         return [(0, mm.end(1), lambda old, seed: str(int(old) + _SHIFT_MM))]
@@ -83,12 +126,15 @@ def _vqa_sites(record: Record) -> list[tuple[int, int, Callable[[str, int], str]
     return []
 
 
-def injections(record: Record) -> list[Injection]:
+def injections(record: Record, vocab: AnswerVocabulary | None = None) -> list[Injection]:
     """At most one injected error per type, each site and new word chosen by record id."""
     out = []
     kinds = ("vqa_answer",) if record.task == "vqa" else ERROR_TYPES[:-1]
     for kind in kinds:
-        sites = _vqa_sites(record) if kind == "vqa_answer" else _sites(record, kind)
+        if kind == "vqa_answer":
+            sites = _vqa_sites(record, vocab)
+        else:
+            sites = _sites(record, kind) if embedded(record) else _real_report_sites(record.target, kind)
         if not sites:
             continue
         seed = stable_hash(record.record_id, kind)
@@ -104,8 +150,10 @@ def _applied(text: str, verdict: CriticVerdict) -> str | None:
     return out if isinstance(out, str) else None
 
 
-def run_suite(critic: Critic, records: Iterable[Record], progress: Callable[[int], None] | None = None) -> dict:
-    """Counters per row of the table (error types, clean reports, clean VQA)."""
+def run_suite(critic: Critic, records: Iterable[Record], progress: Callable[[int], None] | None = None,
+              vocab: AnswerVocabulary | None = None) -> dict:
+    """Counters per row of the table (error types, clean reports, clean VQA); `vocab` gives real VQA
+    records their wrong answers."""
     rows: dict[str, Counter] = {k: Counter() for k in (*ERROR_TYPES, "clean_report", "clean_vqa")}
     for n, rec in enumerate(records, 1):
         clean = critic.review(rec, rec.target)
@@ -117,7 +165,7 @@ def run_suite(critic: Critic, records: Iterable[Record], progress: Callable[[int
             flipped = _applied(rec.target, clean)
             again = critic.review(rec, flipped) if flipped is not None else None
             row["roundtrip"] += bool(again and again.verdict == "wrong" and _applied(flipped, again) == rec.target)
-        for inj in injections(rec):
+        for inj in injections(rec, vocab):
             v = critic.review(rec, inj.text)
             r = rows[inj.kind]
             r["injected"] += 1

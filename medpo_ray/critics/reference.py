@@ -23,11 +23,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from medpo_ray.critics import balance
+from medpo_ray.critics import balance, report_labeler, vqa_answers
 from medpo_ray.critics.answer import abstain
-from medpo_ray.critics.base import Critic, CriticVerdict, Edit
+from medpo_ray.critics.base import Critic, CriticVerdict, Edit, embedded
 from medpo_ray.critics.embedded_reading import Statement, Unreadable, read_report
 from medpo_ray.critics.reference_vqa import review_vqa, vqa_counterfactuals
+from medpo_ray.critics.vqa_answers import AnswerVocabulary
 from medpo_ray.data.record import Record
 from medpo_ray.data.reports import COUNT_WORDS
 from medpo_ray.labeler import Attr, Span
@@ -209,14 +210,17 @@ def _per_sentence(edits: list[Edit], statements: Sequence[Statement]) -> int:
 
 
 class ReferenceCritic(Critic):
-    """Exact rules over structured findings; abstains on anything it cannot read."""
+    """Exact rules over structured findings (embedded data), the labeler over real reports
+    (report_labeler.py), normalised answers over real VQA (vqa_answers.py); abstains on what it cannot read."""
 
     name = "reference"
 
     def __init__(self, measurement_tolerance_mm: float = 2.0, max_changed_words_per_sentence: int = 3,
-                 keep_rates: Mapping[str, float] | None = None):
+                 keep_rates: Mapping[str, float] | None = None, vocab: AnswerVocabulary | None = None):
         self.tol = measurement_tolerance_mm
         self.max_per_sentence = max_changed_words_per_sentence
+        # Real VQA: the training split's answers per question type, the source of counterfactual answers.
+        self.vocab = vocab if vocab is not None else AnswerVocabulary({})
         # Per counterfactual key, the share kept so that each swap is used as often in both directions
         # (critics/balance.py); None keeps every one (evaluation, where only "wrong" verdicts count).
         self.keep_rates = dict(keep_rates) if keep_rates is not None else None
@@ -241,10 +245,12 @@ class ReferenceCritic(Critic):
         """The balance keys of the counterfactuals the gold answer of `record` offers (for fitting keep
         rates: a gold answer is right, so it would get one of them); [] when it offers none."""
         if record.task == "vqa":
+            if not embedded(record):
+                return [k for k, _ in vqa_answers.counterfactuals(record, record.target, self.vocab)]
             return [k for k, _ in vqa_counterfactuals(record, record.target, self.tol)]
         f = record.findings
-        if not f or "lesions" not in f:
-            return []
+        if not embedded(record):
+            return [k for k, _ in report_labeler.counterfactuals(record.target, report_labeler.truths(record.target))]
         try:
             findings, impression = read_report(record.target, f["noun"], f["region"])
         except Unreadable:
@@ -254,10 +260,12 @@ class ReferenceCritic(Critic):
     def review(self, record: Record, y0: str) -> CriticVerdict:
         """Judge y0 against record.findings (reports) or record.target (VQA answers)."""
         if record.task == "vqa":  # the target answer is the truth; no findings needed
+            if not embedded(record):
+                return vqa_answers.review(record, y0, self.vocab, self)
             return review_vqa(record, y0, self.tol, self)
         f = record.findings
-        if not f or "lesions" not in f:
-            return abstain("no_findings", f"record {record.record_id!r} has no structured lesions", self.name)
+        if not embedded(record):  # a real report: its reference text, read by the labeler, is the truth
+            return report_labeler.review(record, y0, self.tol, self.max_per_sentence, self)
         truth = {s: [les for les in f["lesions"] if les["side"] == s] for s in SIDES}
         try:
             findings, impression = read_report(y0, f["noun"], f["region"])
