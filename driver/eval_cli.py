@@ -65,9 +65,16 @@ def _eval(args) -> int:
     records = held_out(records, args.studies)
     if not records:
         raise MedpoError(f"split {args.split!r} of {data} has no usable records")
+    judge = None
+    if cfg.eval.judge == "openai":
+        from medpo_ray.eval.judge import Judge
+
+        judge = Judge(cfg.eval)
+        print(f"eval: LLM judge at {cfg.eval.base_url} (model {judge.client.preflight('eval')!r}), verdicts "
+              f"cached in {cfg.eval.cache}", file=sys.stderr)
     evaluator = Evaluator(records, tol=cfg.critic.measurement_tolerance_mm, max_tokens=cfg.rollout.max_tokens,
                           grounding_studies=args.grounding_studies, corruption_cfg=cfg.corruption,
-                          dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len)
+                          dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len, judge=judge)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, columns = {}, {}

@@ -155,6 +155,8 @@ class CriticConfig(_Section):
     num_editors: int = Field(1, ge=1)
     # auto: ask for JSON-schema output and fall back to none if the server refuses response_format.
     structured_output: Literal["auto", "json_schema", "json_object", "none"] = "auto"
+    # With structured output, each request's schema pins an edit's `old` to a phrase of y0 (openai_critic.py).
+    old_from_answer: bool = True
     max_tokens: int = Field(512, ge=16, le=8192)
     backoff_s: float = Field(0.5, gt=0, le=60)  # first retry delay; doubles per retry, with jitter
     backoff_max_s: float = Field(8.0, gt=0, le=600)
@@ -331,6 +333,24 @@ class MetricsConfig(_Section):
     dashboard_port: int = Field(8265, ge=1024, le=65535)
 
 
+class EvalConfig(_Section):
+    """`medpo-ray eval`'s LLM judge of VQA answers (eval/judge.py), reported beside exact match."""
+
+    judge: Literal["none", "openai"] = "none"
+    base_url: str = Field("http://127.0.0.1:8000/v1", pattern=r"^https?://\S+$")
+    model: str = ""  # empty: the first model the server lists
+    api_key_env: str = "MEDPO_JUDGE_API_KEY"
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=20)
+    backoff_s: float = Field(0.5, gt=0, le=60)
+    backoff_max_s: float = Field(8.0, gt=0, le=600)
+    max_answer_chars: int = Field(4096, ge=256, le=1_000_000)
+    max_tokens: int = Field(16, ge=4, le=1024)  # {"correct": false} is a handful of tokens
+    structured_output: Literal["auto", "json_schema", "json_object", "none"] = "auto"
+    concurrency: int = Field(8, ge=1, le=256)
+    cache: str = "artifacts/judge_cache.jsonl"  # append-only verdicts, shared by every evaluation
+
+
 class Config(_Section):
     """The whole recipe: one section per component."""
 
@@ -345,6 +365,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     guard: GuardConfig = GuardConfig()
     metrics: MetricsConfig = MetricsConfig()
+    eval: EvalConfig = EvalConfig()
 
 
 def _format_error(err: ValidationError, source: str) -> str:

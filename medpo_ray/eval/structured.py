@@ -12,8 +12,8 @@ Per report record:
   measurement  per true lesion: paired prediction within ±tol mm             (all true lesions)
   exact        per-side counts, every size bin and every measurement right  (all studies)
 Lesions pair within a side in order of diameter (the report's item order is not a claim). An
-unreadable report is wrong on every metric. VQA: exact match of the normalized answer, split by
-closed (yes/no) and open questions.
+unreadable report is wrong on every metric. VQA: exact match of the normalized answer (the reference
+critic's normalisation), split by closed (yes/no) and open questions.
 
 Baselines: "majority" predicts the training split's most common finding (most common lesion count,
 then the most common side arrangement for it, each lesion at the most common diameter of the study's
@@ -22,7 +22,6 @@ output when the image is replaced by a uniform grey one of the same size.
 """
 from __future__ import annotations
 
-import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -97,8 +96,11 @@ def score_report(reading: Reading | None, findings: dict, tol: float) -> dict[st
 
 
 def normalize_answer(text: str) -> str:
-    """Case-folded answer without surrounding blanks, a final period or doubled spaces."""
-    return re.sub(r"\s+", " ", text.strip().rstrip(".").strip()).lower()
+    """The answer as the reference critic compares it (critics/vqa_answers.normalize: case, punctuation,
+    articles, yes/no synonyms, number words, laterality phrasings, list order do not count)."""
+    from medpo_ray.critics.vqa_answers import normalize
+
+    return normalize(text)
 
 
 def score_vqa(answer: str | None, record: Record) -> dict[str, tuple[int, int]]:

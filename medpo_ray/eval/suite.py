@@ -22,6 +22,7 @@ HEADLINE = (
     ("presence", "presence", True), ("laterality", "laterality", True), ("count", "count", True),
     ("size", "size bin", True), ("measurement", "measurement ±2 mm", True), ("exact", "exact findings", True),
     ("vqa_closed", "VQA closed", True), ("vqa_open", "VQA open", True),
+    ("vqa_closed_judge", "VQA closed (LLM judge)", True), ("vqa_open_judge", "VQA open (LLM judge)", True),
     ("ce_precision", "CE precision (micro)", True), ("ce_recall", "CE recall (micro)", True),
     ("ce_f1", "CE F1 (micro)", True), ("hallucinated", "hallucinated findings / report", False),
     ("bleu", "BLEU-4", True), ("rouge_l", "ROUGE-L", True), ("critic_edits", "critic edits / report", False),
@@ -51,7 +52,7 @@ class Evaluator:
 
     def __init__(self, records: Sequence[Record], *, tol: float = 2.0, max_tokens: int = 96,
                  grounding_studies: int = 100, corruption_cfg=None, dtype: str = "float32",
-                 max_model_len: int = 512, kv_cache_gib: float = 1.0):
+                 max_model_len: int = 512, kv_cache_gib: float = 1.0, judge=None):
         from medpo_ray.config import CorruptionConfig
         from medpo_ray.critics.reference import ReferenceCritic
 
@@ -60,6 +61,7 @@ class Evaluator:
         self.corruption_cfg = corruption_cfg or CorruptionConfig()
         self.engine_kwargs = {"dtype": dtype, "max_model_len": max_model_len, "kv_cache_gib": kv_cache_gib}
         self.critic = ReferenceCritic(tol)
+        self.judge = judge  # eval/judge.py Judge, or None (exact match only)
         self.engine = None
         self._served: str | None = None
 
@@ -105,6 +107,8 @@ class Evaluator:
         result = {"model": str(model_dir), **score_text_metrics(self.records, texts, verdicts),
                   "structured": score_outputs(self.records, texts, self.tol, bad=unusable),
                   "items": per_item(self.records, texts, self.tol, verdicts)}
+        if self.judge is not None:
+            result["judge"] = self.judge.judge(self.records, texts)
         rows, bad = grounding_rows(model_dir, self.records, self.corruption_cfg, self.grounding_studies)
         result["grounding"] = {**metrics.grounding_summary(rows), "skipped": len(bad)}
         result["seconds"] = {"generate": round(t_gen, 1), "total": round(time.perf_counter() - t0, 1)}
@@ -134,4 +138,5 @@ def headline(result: dict) -> dict[str, float | None]:
             "hallucinated": result["hallucination"]["hallucinated_per_report"],
             "bleu": result["text"]["bleu"], "rouge_l": result["text"]["rouge_l"],
             "critic_edits": result["critic"]["edits_per_report"],
+            **{f"{k}_judge": result.get("judge", {}).get(k) for k in ("vqa_closed", "vqa_open")},
             "drop_lesion": g["drop_lesion"], "drop_control": g["drop_control"], "grounding": g["difference"]}

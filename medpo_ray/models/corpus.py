@@ -9,8 +9,10 @@ from medpo_ray.errors import MedpoError
 TEXT_COLUMNS = ("prompt", "report", "question", "answer", "target", "text")
 
 
-def dataset_texts(data_dir: str | Path) -> list[str]:
-    """Every text cell of the dataset's parquet files (sorted by file, row order), plus the report prompt."""
+def dataset_texts(data_dir: str | Path, kind: str = "auto") -> list[str]:
+    """Every text cell of the dataset's parquet files (sorted by file, row order), plus the report prompt; for
+    a layout without parquet files at its root (SLAKE, IU-Xray, MIMIC-CXR, box CSV), the prompts and answers of
+    its records as its source reads them."""
     import pyarrow.parquet as pq
 
     from medpo_ray.data.reports import REPORT_PROMPT
@@ -18,7 +20,7 @@ def dataset_texts(data_dir: str | Path) -> list[str]:
     root = Path(data_dir)
     files = sorted(root.glob("*.parquet")) if root.is_dir() else []
     if not files:
-        raise MedpoError(f"--data {str(root)!r}: no parquet files there (make one with `medpo-ray data synth`)")
+        return _record_texts(root, kind)
     texts = [REPORT_PROMPT]
     for file in files:
         try:
@@ -29,6 +31,18 @@ def dataset_texts(data_dir: str | Path) -> list[str]:
             texts.extend(t for t in table.column(column).to_pylist() if isinstance(t, str))
     if len(texts) == 1:
         raise MedpoError(f"--data {str(root)!r}: no text column ({', '.join(TEXT_COLUMNS)}) in its parquet files")
+    return texts
+
+
+def _record_texts(root: Path, kind: str) -> list[str]:
+    from medpo_ray.data.reports import REPORT_PROMPT
+    from medpo_ray.data.sources import open_source
+
+    loaded = open_source(kind, root).load()
+    texts = [REPORT_PROMPT, *(t for r in loaded.records for t in (r.prompt, r.target))]
+    if len(texts) == 1:
+        raise MedpoError(f"--data {str(root)!r}: no usable records to take a vocabulary from "
+                         f"({len(loaded.bad)} quarantined)")
     return texts
 
 

@@ -37,7 +37,7 @@ def ensure_base_model(cfg: Config, data_dir: Path) -> Path:
     if not (out / "config.json").is_file():
         print(f"model: building preset {cfg.model.preset!r} into {out}", file=sys.stderr)
         tmp = cache.staging_dir(out.parent, name)
-        build_model(tmp, get_preset(cfg.model.preset), dataset_texts(data_dir), seed=cfg.run.seed,
+        build_model(tmp, get_preset(cfg.model.preset), dataset_texts(data_dir, cfg.data.source), seed=cfg.run.seed,
                     family=cfg.model.family)
         cache.publish(tmp, out.parent, name)
     return out

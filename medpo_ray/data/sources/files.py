@@ -21,6 +21,15 @@ def canonical_split(name: str) -> str | None:
     return _SPLITS.get(name.strip().lower())
 
 
+def hashed_split(key: str, val: float = 0.1, test: float = 0.2) -> str:
+    """A fixed split for a dataset without an official one (IU-Xray): 'val' or 'test' for those shares of
+    keys by a stable hash, else 'train' (70/10/20 by default, the proportions R2Gen used on IU-Xray)."""
+    import hashlib
+
+    u = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+    return "test" if u < test else "val" if u < test + val else "train"
+
+
 def read_bytes(path: Path, field: str, limits: Limits) -> bytes:
     """The bytes of `path`, or RecordError when it is missing, not a file, unreadable or too large."""
     try:

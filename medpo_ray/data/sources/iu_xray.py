@@ -14,7 +14,7 @@ from pathlib import Path
 from medpo_ray.data.record import BadRecord, Record
 from medpo_ray.data.reports import REPORT_PROMPT
 from medpo_ray.data.sources.base import LoadResult, RecordSource
-from medpo_ray.data.sources.files import image_bytes, index_files, read_bytes
+from medpo_ray.data.sources.files import hashed_split, image_bytes, index_files, read_bytes
 from medpo_ray.data.validate import RecordError, inside_root
 
 SIDES = {"left": "left", "right": "right", "bilateral": "bilateral"}
@@ -77,7 +77,7 @@ def parse_report_xml(data: bytes, name: str) -> Record | BadRecord:
     automatic = [t.text.strip() for t in root.iter("automatic") if t.text and t.text.strip()]
     return Record(
         record_id=record_id, task="report", image=b"", prompt=REPORT_PROMPT, target=target,
-        study_id=record_id, findings=parse_mesh(major),
+        study_id=record_id, split=hashed_split(record_id), findings=parse_mesh(major),
         meta={"image_ids": [p.get("id", "") for p in root.iter("parentImage")], "mesh_major": major,
               "mesh_automatic": automatic, "file": name,
               **{k.lower(): v for k, v in sections.items() if k in ("INDICATION", "COMPARISON") and v}})
@@ -85,7 +85,8 @@ def parse_report_xml(data: bytes, name: str) -> Record | BadRecord:
 
 class IUXraySource(RecordSource):
     """Report records, one per XML report, with the first of its images found under the root.
-    IU-Xray has no official split: every record is 'train' (choose hold-outs downstream by study)."""
+    IU-Xray has no official split: a report's split is fixed by a hash of its id (files.hashed_split:
+    70% train, 10% val, 20% test), the same on every machine and for every subset of the reports."""
 
     kind = "iu_xray"
 

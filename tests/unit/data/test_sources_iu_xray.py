@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from medpo_ray.data.reports import REPORT_PROMPT
 from medpo_ray.data.sources import detect_kind
+from medpo_ray.data.sources.files import hashed_split
 from medpo_ray.data.sources.iu_xray import IUXraySource, parse_mesh
 from tests.unit.data.layouts import image
 
@@ -53,7 +54,7 @@ def test_reports_become_records_with_mesh_findings(iu):
     by_id = {r.record_id: r for r in result.records}
     assert sorted(by_id) == ["CXR1", "CXR2"]
     r1 = by_id["CXR1"]
-    assert (r1.task, r1.prompt, r1.split) == ("report", REPORT_PROMPT, "train")
+    assert (r1.task, r1.prompt, r1.split) == ("report", REPORT_PROMPT, hashed_split("CXR1"))
     assert r1.target == ("Findings: The cardiac silhouette and mediastinum size are within normal limits.\n"
                          "Impression: Normal chest x-XXXX.")
     assert r1.findings == {} and r1.image == image(48, 40, seed=len("CXR1_1_IM-0001-3001"))
@@ -92,3 +93,10 @@ def test_arbitrary_report_files_and_mesh_terms_never_raise(tmp_path_factory, blo
     (record_or_bad,) = list(IUXraySource(folder))
     assert record_or_bad.record_id
     assert isinstance(parse_mesh(terms), dict)
+
+
+def test_hashed_split_is_stable_and_has_the_stated_shares():
+    splits = [hashed_split(f"CXR{i}") for i in range(20000)]
+    shares = {s: splits.count(s) / len(splits) for s in ("train", "val", "test")}
+    assert abs(shares["train"] - 0.7) < 0.015 and abs(shares["val"] - 0.1) < 0.01 and abs(shares["test"] - 0.2) < 0.015
+    assert hashed_split("CXR1") == hashed_split("CXR1")

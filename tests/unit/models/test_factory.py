@@ -97,7 +97,7 @@ def test_cli_trains_the_tokenizer_on_a_dataset(tmp_path, capsys):
 def test_cli_reports_a_missing_dataset_without_traceback(tmp_path, capsys):
     assert main(["model", "tiny", "--out", str(tmp_path / "m"), "--data", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
-    assert "no parquet files" in err and "Traceback" not in err
+    assert "dataset path not found" in err and "Traceback" not in err
 
 
 def test_config_without_a_path_builds_its_preset_once(tmp_path):
