@@ -18,14 +18,17 @@ What is judged wrong, and the edit that fixes it (nothing else in y0 changes):
 A finding y0 does not mention is an omission, not a wrong span: sentence insertion is not an edit here.
 Where a fix cannot be made this way, or the fixed text does not read back as right, the critic abstains.
 
+A reference that names no finding the labeler knows is a normal study: every finding y0 states is wrong.
+
 Counterfactuals (branch B, y0 agrees): the same edits in reverse on agreeing claims: a side swapped, a
-severity moved to its neighbour, a finding's presence flipped. Keys "report-side:left>right",
-"report-severity:small>moderate", "report-presence:<finding>.absent><finding>.present": each has its
-mirror, and critics/balance.py keeps both directions equally used per finding.
+severity moved to its neighbour, the presence of the findings one "no" governs flipped. Keys
+"report-side:left>right", "report-severity:small>moderate", "report-presence:<findings>.absent><findings>.present":
+each has its mirror, and critics/balance.py keeps both directions equally used per finding set.
 """
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
@@ -118,11 +121,11 @@ def negate(y0: str, c: Claim) -> Edit | None:
     return Edit(word, new, a, "presence")
 
 
-def affirm(y0: str, c: Claim, others: Sequence[Claim]) -> Edit | None:
+def affirm(y0: str, c: Claim, others: Sequence[Claim], shared: bool = False) -> Edit | None:
     """The edit that makes absent claim `c` present: its "no" removed; None when that "no" is not right in
-    front of the finding's phrase or also negates another claim in `others`."""
+    front of the finding's phrase, or (unless `shared`) also negates another claim in `others`."""
     cue = c.cue
-    if cue is None or cue.text.lower() != "no" or any(o is not c and o.cue == cue for o in others):
+    if cue is None or cue.text.lower() != "no" or (not shared and any(o is not c and o.cue == cue for o in others)):
         return None
     between = y0[cue.end:c.mention.start]
     if len(between.split()) > 3 or any(w.lower() in _STOP for w in between.split()):
@@ -212,20 +215,40 @@ def _per_sentence(y0: str, edits: Sequence[Edit]) -> int:
     return max(counts.values(), default=0)
 
 
+def _flips(y0: str, edit: Edit, sentence_start: int, before: str, after: str) -> set[str]:
+    """Findings of y0's sentence at `sentence_start` whose claims go from `before` to `after` under `edit`."""
+    def statuses(text: str) -> Counter:
+        return Counter((c.finding, c.status) for c in label(text) if c.sentence.start == sentence_start)
+
+    was, now = statuses(y0), statuses(apply(y0, [edit]))
+    return {f for (f, st), n in was.items() if st == before and now[(f, after)] > was[(f, after)]}
+
+
 def counterfactuals(y0: str, truth: dict[str, Truth]) -> list[tuple[str, Edit]]:
-    """Single-claim swaps that make an agreeing y0 wrong, each with its balance key."""
+    """Single-edit swaps that make an agreeing y0 wrong, each with its balance key. A presence flip names
+    every finding it flips ("No pneumothorax or effusion" -> "Pneumothorax or effusion" flips both), so its
+    mirror is the flip of the same findings the other way."""
     claims = label(y0)
     out: list[tuple[str, Edit]] = []
+    flipped: set[tuple[int, str]] = set()
     for c in claims:
         t = _truth_of(c.finding, truth)
         if c.status == "uncertain" or t.status == "uncertain":
             continue
-        if c.status == "absent" and (edit := affirm(y0, c, claims)) is not None:
-            out.append((f"report-presence:{c.finding}.absent>{c.finding}.present", edit))
+        if c.status == "absent":
+            edit = affirm(y0, c, claims, shared=True)
+            if edit is not None and (edit.start, edit.old) not in flipped:
+                flipped.add((edit.start, edit.old))
+                if names := _flips(y0, edit, c.sentence.start, "absent", "present"):
+                    f = "+".join(sorted(names))
+                    out.append((f"report-presence:{f}.absent>{f}.present", edit))
         if c.status != "present":
             continue
-        if (edit := negate(y0, c)) is not None:
-            out.append((f"report-presence:{c.finding}.present>{c.finding}.absent", edit))
+        if (edit := negate(y0, c)) is not None and (edit.start, edit.old) not in flipped:
+            flipped.add((edit.start, edit.old))
+            if names := _flips(y0, edit, c.sentence.start, "present", "absent"):
+                f = "+".join(sorted(names))
+                out.append((f"report-presence:{f}.present>{f}.absent", edit))
         if c.side is not None and "side" not in c.ambiguous and c.side.span.text.lower() in ("left", "right"):
             old = c.side.span.text.lower()
             other = "right" if old == "left" else "left"
@@ -295,10 +318,7 @@ def corrected(y0: str, truth: dict[str, Truth], tol: float, rounds: int = 4) -> 
 
 def review(record: Record, y0: str, tol: float, max_per_sentence: int, critic) -> CriticVerdict:
     """Wrong with the fixing edits, right with a balanced counterfactual, or an abstention with its reason."""
-    truth = truths(record.target)
-    if not truth:
-        return abstain("no_findings", f"the reference of {record.record_id!r} names no finding the labeler knows",
-                       critic.name)
+    truth = truths(record.target)  # empty: a normal study, every finding y0 states is absent
     fixed, unfixable = corrected(y0, truth, tol)
     if unfixable:
         return abstain("structural", "; ".join(unfixable)[:300], critic.name)

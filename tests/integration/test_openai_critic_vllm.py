@@ -6,13 +6,9 @@ model's answers are nonsense, which is what the critic's checks must catch: sche
 are parsed and then judged, free-form garbage and a wrong key become counted abstentions.
 """
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 
-import httpx
 import jsonschema
 import pytest
 
@@ -20,6 +16,7 @@ from medpo_ray.config import CriticConfig
 from medpo_ray.critics.answer import REASONS, load_schema, reason_code
 from medpo_ray.critics.openai_critic import OpenAICritic
 from medpo_ray.data.record import Record
+from tests.integration.vllm_server import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,12 +30,6 @@ VQA = Record("q-1", "vqa", b"", "On which side is the nodule?", "right", questio
              findings=RECORD.findings)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """Base URL of a vLLM OpenAI server (structured output on, API key required) of the tiny model."""
@@ -46,35 +37,8 @@ def server(tmp_path_factory):
     model = root / "model"
     subprocess.run([sys.executable, "-m", "driver.cli", "model", "tiny", "--out", str(model)], check=True,
                    capture_output=True, timeout=300)
-    port = _free_port()
-    log = (root / "server.log").open("w")
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-         "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-         "--max-model-len", "4096", "--enforce-eager", "--api-key", KEY,
-         "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}'],
-        stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "vLLM server not healthy after 300 s"
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(1)  # the server offers no readiness event to wait on
-        yield base + "/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with serve(model, root, KEY) as base:
+        yield base
 
 
 def _critic(base, monkeypatch, key=KEY, **kw):

@@ -37,6 +37,7 @@ def fixed(reference: str, y0: str) -> str | None:
     ("No focal consolidation. Stable cardiomegaly.", "There is a focal consolidation. Stable cardiomegaly.",
      "There is no focal consolidation. Stable cardiomegaly."),
     ("A 2 cm nodule in the left lung.", "A 3.5 cm nodule in the left lung.", "A 2 cm nodule in the left lung."),
+    ("Normal chest.", "Small left effusion.", "No small left effusion."),  # a normal study: nothing is present
 ])
 def test_wrong_findings_are_fixed_by_minimal_edits(reference, y0, want):
     assert fixed(reference, y0) == want
@@ -45,7 +46,7 @@ def test_wrong_findings_are_fixed_by_minimal_edits(reference, y0, want):
 @pytest.mark.parametrize(("reference", "y0", "code"), [
     # "no" governs pneumothorax too, which the reference negates: removing it would assert both
     ("Right pleural effusion. No pneumothorax.", "No pneumothorax or pleural effusion.", "structural"),
-    ("Normal chest.", "Small left effusion.", "no_findings"),
+    ("Normal chest.", "The heart is enlarged.", "structural"),  # no "a" and no place for a "no"
 ])
 def test_what_word_edits_cannot_fix_is_an_abstention(reference, y0, code):
     assert reason_code(ReferenceCritic().review(rep(reference), y0)) == code
@@ -60,6 +61,13 @@ def test_what_word_edits_cannot_fix_is_an_abstention(reference, y0, code):
 ])
 def test_what_the_reference_does_not_decide_is_never_called_wrong(reference, y0):
     assert ReferenceCritic().review(rep(reference), y0).verdict != "wrong"
+
+
+def test_one_no_over_a_list_flips_every_finding_it_governs_and_its_key_names_them():
+    keys = ReferenceCritic().counterfactual_keys(rep("No pneumothorax or pleural effusion."))
+    assert keys == ["report-presence:pleural_effusion+pneumothorax.absent>pleural_effusion+pneumothorax.present"]
+    mirror = ReferenceCritic().counterfactual_keys(rep("Pneumothorax or pleural effusion."))
+    assert balance.mirror(keys[0]) in mirror
 
 
 def test_counterfactuals_are_corrected_back_and_have_mirrors():

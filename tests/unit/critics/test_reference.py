@@ -104,11 +104,12 @@ def test_abstains_when_swapping_words_cannot_do(y0, code):
     assert v.verdict == "abstain" and v.edits == () and reason_code(v) == code, v
 
 
-def test_a_real_report_whose_reference_names_no_finding_abstains():
-    # Without structured lesions the reference text is the truth (report_labeler.py); with no finding in it
-    # there is nothing to judge against.
+def test_a_real_report_is_judged_against_its_reference_text():
+    # Without structured lesions the reference text is the truth (report_labeler.py); naming no finding, it
+    # is a normal study.
     rec = Record("iu-1", "report", b"", "p", "Normal chest. Bones intact.")
-    assert reason_code(ReferenceCritic().review(rec, "Small left effusion.")) == "no_findings"
+    v = ReferenceCritic().review(rec, "Small left effusion.")
+    assert v.verdict == "wrong" and [(e.old, e.new) for e in v.edits] == [("Small", "No small")]
 
 
 @pytest.mark.parametrize("target,qtype,y0,verdict,new", [
