@@ -16,7 +16,7 @@ setup:
 	@scripts/setup.sh
 
 setup-test:
-	@scripts/setup.sh --with-prometheus
+	@scripts/setup.sh --with-prometheus --with-browser
 
 demo: setup
 	$(PY) -m driver.cli demo --config configs/demo.yaml

@@ -21,6 +21,7 @@ _COMMAND_MODULES = [
     "driver.train_cli",
     "driver.demo_cli",
     "driver.eval_cli",
+    "driver.explore_cli",
 ]
 
 AddCommand = Callable[..., argparse.ArgumentParser]

@@ -10,6 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
+from driver.explore_cli import command as explore_command
 from driver.train_cli import add_config_args
 
 
@@ -71,4 +72,5 @@ def _demo(args) -> int:
                "paired": paired["tests"], "guard": {k: summary.get(k) for k in ("best_step", "best_model")}}
     (out / "demo_results.json").write_text(json.dumps(results, indent=1))
     print(f"[demo] done in {time.monotonic() - t0:.0f} s; results in {out / 'demo_results.json'}")
+    print(f"[demo] see the pairs it learned from: {explore_command(out)}")
     return 0

@@ -65,9 +65,27 @@ def _local_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def _without_reviewed_wrong(cfg: Config, records: dict) -> dict:
+    """The training split less the records whose pairs a clinician marked "critic wrong" in the runs named by
+    train.exclude_reviewed."""
+    from medpo_ray.explore.reviews import REVIEWS_FILE, marked_wrong
+
+    if not cfg.train.exclude_reviewed:
+        return records
+    for d in cfg.train.exclude_reviewed:
+        if not (Path(d) / REVIEWS_FILE).is_file():
+            raise MedpoError(f"train.exclude_reviewed: {d!r} has no {REVIEWS_FILE} (review a run with `medpo-ray explore`)")
+    wrong = marked_wrong(cfg.train.exclude_reviewed)
+    kept = {k: v for k, v in records.items() if k not in wrong}
+    print(f"[data] {len(records) - len(kept)} record(s) left out: their pairs were marked 'critic wrong' in "
+          f"{', '.join(cfg.train.exclude_reviewed)}")
+    return kept
+
+
 def train(cfg: Config, model_dir: str, data_dir: Path, resume: bool = False) -> dict:
     """Run the on-policy loop from `model_dir` (HF VLM); returns a summary with the ledger's counts."""
     records, quarantined = load_train_split(cfg, Path(data_dir))
+    records = _without_reviewed_wrong(cfg, records)
     probe_records = load_probe_records(cfg, Path(data_dir))
     # Image sizes the model's processor cannot take, from the headers, before Ray (one processor load
     # for the training split and the guard's slice).

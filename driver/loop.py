@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import ray
+import yaml
 from tqdm import tqdm
 
 from actors import driver_metrics
@@ -68,6 +69,8 @@ class Driver:
         self.s = cfg.train.max_staleness
         self.out = Path(cfg.run.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        # The resolved recipe beside what it produced (the explorer shows it and finds the dataset by it).
+        (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         self.ledger = Ledger()
         self.cursor = DataCursor(list(records), seed=cfg.run.seed)
         self.step = 0  # steps trained == policy version of the learner

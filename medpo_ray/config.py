@@ -285,6 +285,9 @@ class TrainConfig(_Section):
     stage_deadlines: dict[Literal["rollout", "editor", "corruption", "learner"],
                           Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     checkpoint_every: int = Field(10, ge=1)
+    # Run directories whose clinician review marks (`medpo-ray explore`) say "critic wrong": those pairs'
+    # records are left out of this run's training split (medpo_ray/explore/reviews.py).
+    exclude_reviewed: list[str] = Field(default_factory=list)
     # Every N steps, score a few of the step's rollouts with the learner's policy before it trains
     # (same weights as the engine that wrote them): medpo_logprob_mismatch. 0 turns the check off.
     logprob_check_every: int = Field(1, ge=0)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv and installs everything medpo-ray needs on a CPU machine, from nothing.
 # Idempotent: a stamp holding the hash of the inputs makes a repeat run take about a second.
-# usage: scripts/setup.sh [--with-prometheus]
+# usage: scripts/setup.sh [--with-prometheus] [--with-browser]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -10,16 +10,26 @@ command -v "$PY" >/dev/null || PY=python3
 STAMP="$VENV/.medpo-setup"
 want=$(cat pyproject.toml scripts/setup.sh scripts/cpu_torchvision_fix.sh | sha256sum | cut -c1-16)
 
-if [[ "${1:-}" == "--with-prometheus" ]] && ! command -v prometheus >/dev/null; then
-  # Tests scrape a real Prometheus; Debian's package is enough (it is not started by apt).
+apt_install() {  # apt_install WHAT PACKAGE...: Debian packages the tests run for real
+  local what=$1; shift
   if [[ $(id -u) == 0 ]]; then
-    echo "[setup] installing Debian's prometheus"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
-      || echo "[setup] WARNING: could not install prometheus; its tests will fail" >&2
+    echo "[setup] installing Debian's $*"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null) \
+      || echo "[setup] WARNING: could not install $*; the $what tests will fail" >&2
   else
-    echo "[setup] WARNING: not root, cannot apt-get install prometheus" >&2
+    echo "[setup] WARNING: not root, cannot apt-get install $*" >&2
   fi
-fi
+}
+for flag in "$@"; do
+  case "$flag" in
+    # Tests scrape a real Prometheus; Debian's package is enough (it is not started by apt).
+    --with-prometheus) command -v prometheus >/dev/null || apt_install metrics prometheus ;;
+    # The explorer's tests drive a real headless Chromium through Debian's chromedriver.
+    --with-browser) command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+                      || apt_install browser chromium chromium-driver ;;
+    *) echo "[setup] unknown option $flag" >&2; exit 2 ;;
+  esac
+done
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   echo "[setup] $VENV is up to date"
