@@ -70,13 +70,15 @@ class RunData:
         """One audit row, or None."""
         return next((r for r in self.rows(step) if r["record_id"] == record_id), None)
 
-    def record(self, record_id: str):
-        """The dataset record behind an audit row (for its image and mask), or None when the dataset the
-        config names cannot be read (moved, deleted) or does not hold it."""
+    def record(self, key: str):
+        """The dataset record behind an audit row's key (a record id, with "@k" for the k-th sample of its
+        prompt), for its image and mask; None when the dataset the config names cannot be read (moved,
+        deleted) or does not hold it."""
         with self._lock:
             if self._records is None:
                 self._records = self._load_records()
-            return self._records.get(record_id)
+        base, _, sample = key.rpartition("@")
+        return self._records.get(key) or (self._records.get(base) if base and sample.isdigit() else None)
 
     def _load_records(self) -> dict:
         from medpo_ray.data.sources import open_source

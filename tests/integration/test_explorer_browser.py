@@ -89,7 +89,7 @@ def _wait(driver, condition, timeout: float = 20.0):
     return WebDriverWait(driver, timeout).until(condition)
 
 
-def _open_pair(driver, base: str, record_id: str | None = None, show: str = "pairs"):
+def _open_pair(driver, base: str, record_id: str | None = None, show: str = "pairs", avoid: str = ""):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -100,7 +100,8 @@ def _open_pair(driver, base: str, record_id: str | None = None, show: str = "pai
         _wait(driver, lambda d: any(r.get_attribute("data-record") == record_id
                                     for r in d.find_elements(By.CSS_SELECTOR, "#pair-list tbody tr")))
     rows = driver.find_elements(By.CSS_SELECTOR, "#pair-list tbody tr")
-    row = next(r for r in rows if record_id is None or r.get_attribute("data-record") == record_id)
+    row = next(r for r in rows if (record_id is None and r.get_attribute("data-record") != avoid)
+               or r.get_attribute("data-record") == record_id)
     chosen = row.get_attribute("data-record")
     row.click()
     _wait(driver, lambda d: d.find_element(By.ID, "pv-title").text.endswith(chosen))
@@ -123,7 +124,7 @@ def test_the_explorer_in_a_real_browser(run, browser, tmp_path):
         browser.get(server.base + "/")
         _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "svg[data-curve=loss] polyline"))
         # Pair view: both images decoded by the browser, the edited spans highlighted on both sides.
-        chosen = _open_pair(browser, server.base)
+        chosen = _open_pair(browser, server.base, avoid=hostile_id)
         _wait(browser, lambda d: _loaded(d, "pv-x") and _loaded(d, "pv-xt"))
         plus = browser.find_elements(By.CSS_SELECTOR, "#pv-yplus mark.plus")
         minus = browser.find_elements(By.CSS_SELECTOR, "#pv-yminus mark.minus")
@@ -131,6 +132,7 @@ def test_the_explorer_in_a_real_browser(run, browser, tmp_path):
         rows = [r for f in sorted((run_dir / "audit").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
         row = next(r for r in rows if r["record_id"] == chosen and r["branch"])
         assert [m.text for m in plus] == [row["y_plus"][a:b] for a, b in json.loads(row["spans_plus"])]
+        browser.execute_script("document.getElementById('pairs').scrollIntoView()")
         browser.save_screenshot(str(tmp_path / "explorer.png"))
         if os.environ.get("MEDPO_EXPLORER_SCREENSHOT"):
             shutil.copy(tmp_path / "explorer.png", os.environ["MEDPO_EXPLORER_SCREENSHOT"])
@@ -153,7 +155,7 @@ def test_the_explorer_in_a_real_browser(run, browser, tmp_path):
         # Nothing outside the run is served.
         for path in ("/static/..%2f..%2fconfig.yaml", "/img/1/x/..%2f..%2f..%2fetc%2fpasswd", "/reviews.jsonl"):
             browser.get(server.base + path)
-            assert "not found" in browser.find_element(By.TAG_NAME, "body").text
+            assert "not found" in browser.find_element(By.TAG_NAME, "body").text.lower()
             with pytest.raises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(server.base + path)
             assert e.value.code == 404
