@@ -298,7 +298,7 @@ class Driver:
                 "pair_kinds": dict(sorted(mix.items())),
                 "counterfactuals_offered": dict(sorted(batch.offered.items())),
                 "rejections": dict(sorted(batch.rejections.items())),
-                "stage_overlap": round(overlap, 4),
+                "stage_overlap": round(overlap, 4), "step_s": round(ended - began, 3),
                 "queue_max_depth": {q.name: q.max_depth for q in self.queues.values()} | {"learner": self.max_learner_depth},
                 "keys": trained, "_staleness": staleness}
 

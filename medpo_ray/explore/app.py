@@ -28,7 +28,8 @@ from medpo_ray.explore.run_data import RunData
 
 STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
 CURVES = ("loss", "loss_pref", "loss_vis", "loss_kl", "reward_acc_pref", "reward_acc_vis", "delta_pref",
-          "delta_vis", "staleness_max", "sync_s", "grad_norm", "pairs")
+          "delta_vis", "pairs_per_s", "staleness_max", "sync_s", "grad_norm")
+_SEARCHED = ("record_id", "y0", "y_plus", "y_minus", "critic_reason", "edit_kinds")
 _SECURITY = {"Content-Security-Policy": "default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; "
                                         "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
              "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
@@ -99,7 +100,7 @@ def create_app(run_dir: str | Path, token: str | None = None) -> Starlette:
         return _static(name) if name in STATIC and name != "index.html" else _not_found()
 
     async def overview(request: Request) -> Response:
-        steps = run.steps()
+        steps = [s | ({"pairs_per_s": s["pairs"] / s["step_s"]} if s.get("step_s") else {}) for s in run.steps()]
         summary_path = run.dir / "summary.json"
         return JSONResponse({
             "run": run.dir.name, "config": run.config(),
@@ -124,6 +125,9 @@ def create_app(run_dir: str | Path, token: str | None = None) -> Starlette:
             rows = [r for r in rows if q["kind"] in (r.get("edit_kinds") or "").split(",")]
         if q.get("reason"):
             rows = [r for r in rows if r.get("rejection") == q["reason"]]
+        if q.get("q"):  # a finding, a word of an answer, a counterfactual key: any text of the row
+            needle = q["q"].lower()
+            rows = [r for r in rows if any(needle in str(r.get(k) or "").lower() for k in _SEARCHED)]
         if q.get("show") == "pairs":
             rows = [r for r in rows if r.get("branch")]
         elif q.get("show") == "rejected":

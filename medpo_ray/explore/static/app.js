@@ -106,7 +106,7 @@ function showMarks(marks) {
 function loadPairs() {
   const form = document.getElementById("filters");
   const q = new URLSearchParams();
-  for (const s of form.querySelectorAll("select")) if (s.value) q.set(s.name, s.value);
+  for (const s of form.querySelectorAll("select, input")) if (s.value) q.set(s.name, s.value);
   api("/api/pairs?" + q).then(data => {
     for (const [name, values] of [["step", data.options.steps], ["branch", data.options.branches],
                                   ["kind", data.options.kinds], ["reason", data.options.reasons]]) {
@@ -152,6 +152,19 @@ function loadOverview() {
       table.appendChild(tr);
     }
     document.getElementById("config").textContent = JSON.stringify(o.config, null, 1);
+    const links = document.getElementById("step-links");
+    links.replaceChildren();
+    for (const step of o.audit_steps) {
+      const a = el("a", "step " + step + " pairs");
+      a.href = "#pairs";
+      a.dataset.step = step;
+      a.addEventListener("click", () => {
+        document.querySelector("#filters select[name=step]").value = String(step);
+        loadPairs();
+      });
+      links.appendChild(a);
+      links.appendChild(document.createTextNode(" "));
+    }
     showSummary(o.reviews);
   });
 }
@@ -175,5 +188,6 @@ document.addEventListener("DOMContentLoaded", () => {
   loadOverview();
   loadPairs();
   document.getElementById("filters").addEventListener("change", loadPairs);
+  document.getElementById("filters").addEventListener("submit", e => { e.preventDefault(); loadPairs(); });
   for (const b of document.querySelectorAll("#review-form button")) b.addEventListener("click", () => review(b.dataset.mark));
 });

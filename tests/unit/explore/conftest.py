@@ -38,7 +38,7 @@ def run_dir(tmp_path_factory):
         audit.write(step, step_rows(step, rows, {records[3].record_id: "editor:unreadable"},
                                     {r["record_id"] for r in rows}))
     audit.close()
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.7 - 0.1 * s, "pairs": 3,
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.7 - 0.1 * s, "pairs": 3, "step_s": 2.0,
                                                            "rejections": {"editor:unreadable": 1}}) + "\n"
                                                for s in (1, 2)))
     return run, records

@@ -27,6 +27,7 @@ def client(run_dir, tmp_path):
 def test_overview_has_curves_rejections_and_config(client):
     o = client.get("/api/overview").json()
     assert o["curves"]["loss"] == [[1, pytest.approx(0.6)], [2, pytest.approx(0.5)]]
+    assert o["curves"]["pairs_per_s"] == [[1, 1.5], [2, 1.5]]  # pairs / step_s
     assert o["rejections"][0] == [1, {"editor:unreadable": 1}]
     assert o["config"]["corruption"] == {"mode": "noise"} and o["audit_steps"] == [1, 2]
 
@@ -37,6 +38,10 @@ def test_pairs_filter_by_step_branch_kind_and_reason(client, run_dir):
     assert len(everything["rows"]) == 8 and everything["options"]["reasons"] == ["editor:unreadable"]
     assert len(client.get("/api/pairs", params={"show": "pairs", "step": "2"}).json()["rows"]) == 3
     assert len(client.get("/api/pairs", params={"show": "pairs", "kind": "presence", "branch": "B"}).json()["rows"]) == 6
+    found = client.get("/api/pairs", params={"show": "", "q": records[2].record_id.upper()}).json()["rows"]
+    assert [(r["step"], r["record_id"]) for r in found] == [(1, records[2].record_id), (2, records[2].record_id)]
+    assert len(client.get("/api/pairs", params={"show": "", "q": "PRESENCE"}).json()["rows"]) == 6
+    assert client.get("/api/pairs", params={"show": "", "q": "no such finding"}).json()["rows"] == []
     rejected = client.get("/api/pairs", params={"show": "rejected"}).json()["rows"]
     assert [(r["record_id"], r["rejection"]) for r in rejected] == [(records[3].record_id, "editor:unreadable")] * 2
 
