@@ -124,6 +124,7 @@ def test_the_explorer_in_a_real_browser(run, browser, tmp_path):
         browser.get(server.base + "/")
         _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "svg[data-curve=loss] polyline"))
         assert browser.find_elements(By.CSS_SELECTOR, "svg[data-curve=pairs_per_s] polyline")
+        _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#pair-list tbody tr"))  # filters filled
         browser.find_element(By.CSS_SELECTOR, "#step-links a[data-step='2']").click()  # into step 2's pairs
         _wait(browser, lambda d: {r.get_attribute("data-step") for r in
                                   d.find_elements(By.CSS_SELECTOR, "#pair-list tbody tr")} == {"2"})
