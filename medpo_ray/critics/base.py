@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 from medpo_ray.data.record import Record
+from medpo_ray.labeler import Span
 
 Verdict = Literal["wrong", "right", "abstain"]
 
@@ -42,6 +43,13 @@ class CriticVerdict:
     raw: str = ""  # the critic's raw output, truncated, for audit
     counterfactual: str = ""  # branch B from a rule critic: the swap's balance key ("presence:no>a")
     seconds: float = 0.0  # how long the review took (review_timed), for medpo_critic_seconds and the audit
+
+
+def swap(span: Span, new: str, kind: str) -> Edit:
+    """Replace the word at `span` (a labeler span) by `new`, keeping a capital first letter."""
+    if span.text[:1].isupper():
+        new = new[:1].upper() + new[1:]
+    return Edit(span.text, new, span.start, kind)
 
 
 def embedded(record: Record) -> bool:

@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from medpo_ray.critics import balance, report_labeler, vqa_answers
 from medpo_ray.critics.answer import abstain
-from medpo_ray.critics.base import Critic, CriticVerdict, Edit, embedded
+from medpo_ray.critics.base import Critic, CriticVerdict, Edit, embedded, swap
 from medpo_ray.critics.embedded_reading import Statement, Unreadable, read_report
 from medpo_ray.critics.reference_vqa import review_vqa, vqa_counterfactuals
 from medpo_ray.critics.vqa_answers import AnswerVocabulary
@@ -41,13 +41,6 @@ _OTHER_SIZE = {"small": "moderate", "moderate": "large", "large": "moderate"}
 def stable_hash(*parts: str) -> int:
     """A hash of strings that is the same in every process (unlike hash())."""
     return int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest()[:8], "big")
-
-
-def swap(span: Span, new: str, kind: str) -> Edit:
-    """Replace the word at `span` by `new`, keeping a capital first letter."""
-    if span.text[:1].isupper():
-        new = new[:1].upper() + new[1:]
-    return Edit(span.text, new, span.start, kind)
 
 
 def _number(m: Attr, mm: float) -> str:

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from medpo_ray.critics.answer import abstain, changed_words
-from medpo_ray.critics.base import CriticVerdict, Edit
+from medpo_ray.critics.base import CriticVerdict, Edit, swap
 from medpo_ray.data.record import Record
-from medpo_ray.labeler import Claim, label
+from medpo_ray.labeler import Claim, label, sentences
 
 FAMILIES = ({"lung_opacity", "consolidation", "pneumonia", "atelectasis", "edema"}, {"nodule", "mass", "lesion"},
             {"cardiomegaly", "enlarged_cardiomediastinum"}, {"pleural_effusion", "pleural_other"})
@@ -91,10 +91,6 @@ def _truth_of(finding: str, truth: dict[str, Truth]) -> Truth:
     return Truth("unmentioned", set(), [])
 
 
-def _cased(old: str, new: str) -> str:
-    return new[:1].upper() + new[1:] if old[:1].isupper() else new
-
-
 def _word_at(text: str, start: int) -> tuple[int, int]:
     m = re.compile(r"[\w-]+").match(text, start)
     return (start, m.end()) if m else (start, start)
@@ -103,7 +99,7 @@ def _word_at(text: str, start: int) -> tuple[int, int]:
 def negate(y0: str, c: Claim) -> Edit | None:
     """The edit that makes present claim `c` absent: "a"/"an" -> "no", or "no " inserted before it."""
     if c.count is not None and c.count.span.text.lower() in ("a", "an") and "count" not in c.ambiguous:
-        return Edit(c.count.span.text, _cased(c.count.span.text, "no"), c.count.span.start, "presence")
+        return swap(c.count.span, "no", "presence")
     s = c.sentence
     prefix = y0[s.start:c.mention.start]
     m = _PREFIX.match(prefix)
@@ -134,7 +130,8 @@ def affirm(y0: str, c: Claim, others: Sequence[Claim], shared: bool = False) -> 
     word = y0[a:b]
     if not word or y0[cue.end:a] != " ":
         return None
-    return Edit(y0[cue.start:b], _cased(cue.text, word) if cue.text[:1].isupper() else word, cue.start, "presence")
+    new = word[:1].upper() + word[1:] if cue.text[:1].isupper() else word  # "No effusion" -> "Effusion"
+    return Edit(y0[cue.start:b], new, cue.start, "presence")
 
 
 def _attribute_fixes(c: Claim, t: Truth, tol: float) -> list[Edit]:
@@ -144,20 +141,18 @@ def _attribute_fixes(c: Claim, t: Truth, tol: float) -> list[Edit]:
         mine = _SIDES.get(str(c.side.value), set())
         if mine and not mine <= t.sides:
             new = "bilateral" if t.sides == {"left", "right"} else next(iter(t.sides))
-            edits.append(Edit(c.side.span.text, _cased(c.side.span.text, new), c.side.span.start, "laterality"))
+            edits.append(swap(c.side.span, new, "laterality"))
     severities = {_SEVERITY_CLASS.get(str(r.severity.value)) for r in present if r.severity is not None}
     if c.severity is not None and "severity" not in c.ambiguous and len(severities) == 1 and None not in severities:
         want = severities.pop()
         if _SEVERITY_CLASS.get(str(c.severity.value)) not in (want, None):
             written = next(r.severity.span.text for r in present if r.severity is not None)
-            edits.append(Edit(c.severity.span.text, _cased(c.severity.span.text, written.lower()),
-                              c.severity.span.start, "size"))
+            edits.append(swap(c.severity.span, written.lower(), "size"))
     counts = {r.count.value for r in present if r.count is not None and isinstance(r.count.value, int)}
     if (c.count is not None and isinstance(c.count.value, int) and "count" not in c.ambiguous and len(counts) == 1
             and c.count.value != next(iter(counts)) and c.count.span.text.lower() not in ("a", "an")):
         written = next(r.count.span.text for r in present if r.count is not None and r.count.value in counts)
-        edits.append(Edit(c.count.span.text, _cased(c.count.span.text, written.lower()), c.count.span.start,
-                          "count"))
+        edits.append(swap(c.count.span, written.lower(), "count"))
     sizes = {r.measurement.value for r in present if r.measurement is not None}
     if c.measurement is not None and "measurement" not in c.ambiguous and len(sizes) == 1:
         mm = next(iter(sizes))
@@ -179,13 +174,19 @@ def problems(y0: str, truth: dict[str, Truth], tol: float) -> tuple[list[Edit], 
             continue
         if c.status == "present" and t.status in ("absent", "unmentioned"):
             fix = negate(y0, c)
-            (edits.append(fix) if fix else unfixable.append(f"{c.mention.text!r} is {t.status} in the reference"))
+            if fix is None:
+                unfixable.append(f"{c.mention.text!r} is {t.status} in the reference")
+            else:
+                edits.append(fix)
         elif c.status == "absent" and t.status == "present" and not t.mixed:
             sided = c.side is not None and "side" not in c.ambiguous and t.sides
             if sided and not (_SIDES.get(str(c.side.value), set()) & t.sides):
                 continue  # "no effusion on the right" beside a left one agrees
             fix = affirm(y0, c, claims)
-            (edits.append(fix) if fix else unfixable.append(f"{c.mention.text!r} is present in the reference"))
+            if fix is None:
+                unfixable.append(f"{c.mention.text!r} is present in the reference")
+            else:
+                edits.append(fix)
         elif c.status == "present" and t.status == "present":
             edits += _attribute_fixes(c, t, tol)
     unique = {(e.start, e.old): e for e in edits}
@@ -205,8 +206,6 @@ def _overlap(edits: Sequence[Edit]) -> bool:
 
 
 def _per_sentence(y0: str, edits: Sequence[Edit]) -> int:
-    from medpo_ray.labeler import sentences
-
     bounds = [s.start for s in sentences(y0)] or [0]
     counts: dict[int, int] = {}
     for e in edits:
@@ -215,13 +214,16 @@ def _per_sentence(y0: str, edits: Sequence[Edit]) -> int:
     return max(counts.values(), default=0)
 
 
-def _flips(y0: str, edit: Edit, sentence_start: int, before: str, after: str) -> set[str]:
-    """Findings of y0's sentence at `sentence_start` whose claims go from `before` to `after` under `edit`."""
-    def statuses(text: str) -> Counter:
-        return Counter((c.finding, c.status) for c in label(text) if c.sentence.start == sentence_start)
+def _statuses(claims: Sequence[Claim]) -> Counter:
+    """Claims per (sentence start, finding, status)."""
+    return Counter((c.sentence.start, c.finding, c.status) for c in claims)
 
-    was, now = statuses(y0), statuses(apply(y0, [edit]))
-    return {f for (f, st), n in was.items() if st == before and now[(f, after)] > was[(f, after)]}
+
+def _flips(y0: str, was: Counter, edit: Edit, sentence: int, before: str, after: str) -> set[str]:
+    """Findings of y0's sentence starting at `sentence` whose claims go from `before` to `after` under
+    `edit` (`was`: y0's _statuses; the edit lies inside that sentence, so its start does not move)."""
+    now = _statuses(label(apply(y0, [edit])))
+    return {f for (s, f, st) in was if s == sentence and st == before and now[(s, f, after)] > was[(s, f, after)]}
 
 
 def counterfactuals(y0: str, truth: dict[str, Truth]) -> list[tuple[str, Edit]]:
@@ -229,6 +231,7 @@ def counterfactuals(y0: str, truth: dict[str, Truth]) -> list[tuple[str, Edit]]:
     every finding it flips ("No pneumothorax or effusion" -> "Pneumothorax or effusion" flips both), so its
     mirror is the flip of the same findings the other way."""
     claims = label(y0)
+    was = _statuses(claims)
     out: list[tuple[str, Edit]] = []
     flipped: set[tuple[int, str]] = set()
     for c in claims:
@@ -239,29 +242,27 @@ def counterfactuals(y0: str, truth: dict[str, Truth]) -> list[tuple[str, Edit]]:
             edit = affirm(y0, c, claims, shared=True)
             if edit is not None and (edit.start, edit.old) not in flipped:
                 flipped.add((edit.start, edit.old))
-                if names := _flips(y0, edit, c.sentence.start, "absent", "present"):
+                if names := _flips(y0, was, edit, c.sentence.start, "absent", "present"):
                     f = "+".join(sorted(names))
                     out.append((f"report-presence:{f}.absent>{f}.present", edit))
         if c.status != "present":
             continue
         if (edit := negate(y0, c)) is not None and (edit.start, edit.old) not in flipped:
             flipped.add((edit.start, edit.old))
-            if names := _flips(y0, edit, c.sentence.start, "present", "absent"):
+            if names := _flips(y0, was, edit, c.sentence.start, "present", "absent"):
                 f = "+".join(sorted(names))
                 out.append((f"report-presence:{f}.present>{f}.absent", edit))
         if c.side is not None and "side" not in c.ambiguous and c.side.span.text.lower() in ("left", "right"):
             old = c.side.span.text.lower()
             other = "right" if old == "left" else "left"
-            out.append((f"report-side:{old}>{other}", Edit(c.side.span.text, _cased(c.side.span.text, other),
-                                                             c.side.span.start, "laterality")))
+            out.append((f"report-side:{old}>{other}", swap(c.side.span, other, "laterality")))
         if c.severity is not None and "severity" not in c.ambiguous:
             word = c.severity.span.text.lower()
             for ladder in _LADDERS:
                 if word in ladder:
                     i = ladder.index(word)
-                    out += [(f"report-severity:{word}>{ladder[j]}",
-                             Edit(c.severity.span.text, _cased(c.severity.span.text, ladder[j]), c.severity.span.start,
-                                  "size")) for j in (i - 1, i + 1) if 0 <= j < len(ladder)]
+                    out += [(f"report-severity:{word}>{ladder[j]}", swap(c.severity.span, ladder[j], "size"))
+                            for j in (i - 1, i + 1) if 0 <= j < len(ladder)]
     return out
 
 

@@ -161,10 +161,11 @@ def _cased(old: str, new: str) -> str:
     return new
 
 
-def counterfactuals(record: Record, y0: str, vocab: AnswerVocabulary) -> list[tuple[str, Edit]]:
+def counterfactuals(record: Record, y0: str, vocab: AnswerVocabulary,
+                    found: tuple[int, int, str] | str | None = None) -> list[tuple[str, Edit]]:
     """Each other frequent answer of the question type in place of y0's (agreeing) answer, with its
-    balance key "vqa-<type>:<old>><new>"."""
-    found = answer_span(record, y0, vocab)
+    balance key "vqa-<type>:<old>><new>" (`found`: y0's answer_span when the caller has it)."""
+    found = answer_span(record, y0, vocab) if found is None else found
     if isinstance(found, str):
         return []
     start, end, norm = found
@@ -187,7 +188,7 @@ def review(record: Record, y0: str, vocab: AnswerVocabulary, critic) -> CriticVe
         return abstain("unreadable", found, critic.name)
     start, end, norm = found
     if norm == target:
-        return critic.counterfactual(record, counterfactuals(record, y0, vocab))
+        return critic.counterfactual(record, counterfactuals(record, y0, vocab, found))
     old = y0[start:end]
     written = record.target.strip().rstrip(".")
     return CriticVerdict("wrong", (Edit(old, _cased(old, written), start, "other"),), critic.name,

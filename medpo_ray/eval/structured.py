@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from medpo_ray.critics.embedded_reading import Unreadable, read_report
+from medpo_ray.critics.vqa_answers import normalize
 from medpo_ray.data.lesions import SIDES, size_bin
 from medpo_ray.data.record import BadRecord, Record
 
@@ -98,8 +99,6 @@ def score_report(reading: Reading | None, findings: dict, tol: float) -> dict[st
 def normalize_answer(text: str) -> str:
     """The answer as the reference critic compares it (critics/vqa_answers.normalize: case, punctuation,
     articles, yes/no synonyms, number words, laterality phrasings, list order do not count)."""
-    from medpo_ray.critics.vqa_answers import normalize
-
     return normalize(text)
 
 
